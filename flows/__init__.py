@@ -1,0 +1,1 @@
+"""Prefect wiring over `pipeline` functions."""

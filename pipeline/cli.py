@@ -1,0 +1,175 @@
+"""`miga` command line. Each command parses its arguments and calls one library function.
+
+Heavy libraries (torch, GX, MLflow, Prefect) are imported inside the commands, so
+`miga --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.settings import Settings
+
+
+def _settings(args) -> Settings:
+    return Settings.from_env(getattr(args, "home", None)).ensure()
+
+
+def cmd_synth(args) -> int:
+    from pipeline.data.synth import SynthSpec, write_synthetic
+
+    spec = SynthSpec(n_stocks=args.stocks, n_days=args.days, seed=args.seed,
+                     n_features=args.features, start=args.start)
+    out = write_synthetic(Path(args.out), spec)
+    print(f"synthetic data folder written: {out}")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from pipeline.data.ingest import ingest
+
+    report = ingest(_settings(args), Path(args.data))
+    print(report)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from pipeline.data.validate import validate_warehouse
+
+    print(validate_warehouse(_settings(args)))
+    return 0
+
+
+def cmd_features(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.features.build import build_features
+
+    print(build_features(_settings(args), load_config(args.config), force=args.force))
+    return 0
+
+
+def cmd_store(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.store import build_store
+
+    store = build_store(_settings(args), load_config(args.config), force=args.force)
+    print(store.describe())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.experiment import run_experiment
+
+    cfg = load_config(args.config)
+    if args.epochs is not None:
+        cfg = cfg.with_train(max_epochs=args.epochs)
+    if args.batch_days is not None:
+        cfg = cfg.with_train(batch_days=args.batch_days)
+    if args.device:
+        cfg = cfg.with_train(device=args.device)
+    result = run_experiment(_settings(args), cfg, args.model, args.stockset, args.seed)
+    print(result.summary())
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipeline.report import build_report
+
+    print(build_report(_settings(args), experiment=args.experiment).markdown)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    # The embedded default runs the Prefect flow in-process (flows/ wires pipeline/).
+    from flows.miga import run_demo
+
+    return run_demo(data=args.data, config=args.config, home=args.home, epochs=args.epochs)
+
+
+def cmd_stack(args) -> int:
+    from pipeline import stack
+
+    s = _settings(args)
+    if args.action == "start":
+        stack.start(s, workers=args.workers)
+    elif args.action == "stop":
+        stack.stop(s)
+    else:
+        stack.status(s)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="miga", description=__doc__.splitlines()[0])
+    p.add_argument("--home", help="home folder (default: $MIGA_HOME or ./.miga)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("synth", cmd_synth, "write a deterministic synthetic data folder")
+    sp.add_argument("--out", required=True, help="folder to write daily/membership/index parquet into")
+    sp.add_argument("--stocks", type=int, default=300, help="number of stocks (default 300)")
+    sp.add_argument("--days", type=int, default=750, help="number of trading days (default 750)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--features", type=int, default=0,
+                    help="also write features.parquet with this many columns (0 = none; the paper has 626)")
+    sp.add_argument("--start", default="2016-01-04", help="first trading day")
+
+    sp = add("ingest", cmd_ingest, "validate a data folder and load it into the DuckDB warehouse (atomic, incremental)")
+    sp.add_argument("--data", required=True, help="folder with daily.parquet, membership.parquet, index.parquet [, features.parquet]")
+
+    add("validate", cmd_validate, "run the Great Expectations suites over every warehouse table")
+
+    for name, fn, help_ in (
+        ("features", cmd_features, "build features (Alpha158 or the feature panel), market_features and labels"),
+        ("store", cmd_store, "build the memory-mapped tensor store used for training"),
+    ):
+        sp = add(name, fn, help_)
+        sp.add_argument("--config", help="config file or name in configs/ (default: configs/default.toml)")
+        sp.add_argument("--force", action="store_true", help="rebuild even if inputs are unchanged")
+
+    sp = add("train", cmd_train, "train and evaluate one model on one stock set, logged to MLflow")
+    sp.add_argument("--model", required=True, help="a registered model name, e.g. miga-conv")
+    sp.add_argument("--stockset", default="csi300", help="csi300, csi500, csi1000 or all")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--epochs", type=int, help="override train.max_epochs")
+    sp.add_argument("--batch-days", type=int, help="override train.batch_days")
+    sp.add_argument("--device", help="cpu, cuda or auto (default from config)")
+    sp.add_argument("--config", help="config file or name in configs/")
+
+    sp = add("report", cmd_report, "build the paper's Table 1 and Table 2 from the MLflow runs")
+    sp.add_argument("--experiment", default="miga")
+
+    sp = add("demo", cmd_demo, "run the whole `miga` flow in-process (synthetic data unless --data)")
+    sp.add_argument("--data", help="a data folder (default: synthesise one in the home folder)")
+    sp.add_argument("--config", default="quick", help="config file or name in configs/ (default: quick)")
+    sp.add_argument("--epochs", type=int, help="override train.max_epochs")
+
+    sp = add("stack", cmd_stack, "start/stop the local Prefect server, worker and MLflow server")
+    sp.add_argument("action", choices=["start", "stop", "status"])
+    sp.add_argument("--workers", type=int, default=1, help="process workers to start on the pool")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # user-facing errors: one clear line, not a traceback
+        from pipeline.errors import MigaError
+
+        if isinstance(e, MigaError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

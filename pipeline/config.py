@@ -1,0 +1,193 @@
+"""Configuration as values: frozen dataclasses built from TOML files at the edge.
+
+`load_config(path)` reads `configs/default.toml`, merges the given file over it (tables merge,
+values replace) and returns a `Config`. Nothing here reads the environment.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+SEGMENT_NAMES = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Named date segments (inclusive) and the embargo between them."""
+
+    train: tuple[date, date]
+    valid: tuple[date, date]
+    test: tuple[date, date]
+    embargo_days: int = 2
+    preset: str = ""
+
+    def get(self, name: str) -> tuple[date, date]:
+        if name not in SEGMENT_NAMES:
+            raise ValueError(f"unknown segment {name!r}; expected one of {SEGMENT_NAMES}")
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    window: int = 5
+    stocksets: tuple[str, ...] = ("csi300", "csi500", "csi1000")
+    clip: float = 3.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_days: int = 1
+    max_epochs: int = 60
+    lr: float = 5e-4
+    patience: int = 10
+    alpha: float = 2e-3
+    beta: float = 1.0
+    loss: str = "ic"
+    device: str = "auto"
+    bf16: bool = False
+    weight_decay: float = 0.0
+    grad_clip: float = 3.0
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    top_frac: float = 0.05
+    buy_cost: float = 0.0005
+    sell_cost: float = 0.0015
+    days_per_year: int = 238
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    models: tuple[str, ...] = ("miga-conv",)
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Config:
+    segments: Segments
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model overrides
+    source: str = ""  # the file it was loaded from (for logging)
+
+    def model_overrides(self, name: str) -> dict[str, Any]:
+        return dict(self.models.get(name, {}))
+
+    def with_train(self, **changes) -> "Config":
+        return replace(self, train=replace(self.train, **changes))
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened `section.key` -> value, for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, obj: Any) -> None:
+            if isinstance(obj, dict):
+                for k, v in obj.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], date):
+                out[prefix] = "..".join(d.isoformat() for d in obj)
+            elif isinstance(obj, (list, tuple)):
+                out[prefix] = ",".join(map(str, obj))
+            else:
+                out[prefix] = obj
+
+        walk("", asdict(self))
+        return out
+
+    def fingerprint(self, *sections: str) -> str:
+        """Hash of the given sections (all when none), for cache keys."""
+        d = asdict(self)
+        d.pop("source", None)
+        if sections:
+            d = {k: d[k] for k in sections}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _as_date(v: Any, where: str) -> date:
+    if isinstance(v, date):
+        return v
+    try:
+        return date.fromisoformat(str(v))
+    except ValueError as e:
+        raise ValueError(f"{where}: {v!r} is not an ISO date (YYYY-MM-DD)") from e
+
+
+def _build(cls, raw: dict, where: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return cls(**kw)
+
+
+def config_from_dict(raw: dict, source: str = "") -> Config:
+    seg_raw = dict(raw.get("segments", {}))
+    presets = raw.get("presets", {})
+    preset = seg_raw.pop("preset", "")
+    embargo = int(seg_raw.pop("embargo_days", 2))
+    chosen: dict[str, Any] = {}
+    if preset:
+        if preset not in presets:
+            raise ValueError(f"{source}: segments.preset {preset!r} is not one of {sorted(presets)}")
+        chosen.update(presets[preset])
+    chosen.update(seg_raw)
+    missing = [s for s in SEGMENT_NAMES if s not in chosen]
+    if missing:
+        raise ValueError(f"{source}: segments {missing} are not set (give a preset or dates)")
+    seg = {}
+    for s in SEGMENT_NAMES:
+        a, b = chosen[s]
+        seg[s] = (_as_date(a, f"segments.{s}"), _as_date(b, f"segments.{s}"))
+        if seg[s][0] > seg[s][1]:
+            raise ValueError(f"{source}: segment {s} starts after it ends: {seg[s]}")
+    if not (seg["train"][1] <= seg["valid"][0] and seg["valid"][1] <= seg["test"][0]):
+        raise ValueError(f"{source}: segments must be ordered train < valid < test, got {seg}")
+    return Config(
+        segments=Segments(**seg, embargo_days=embargo, preset=preset),
+        data=_build(DataConfig, raw.get("data", {}), "data"),
+        train=_build(TrainConfig, raw.get("train", {}), "train"),
+        backtest=_build(BacktestConfig, raw.get("backtest", {}), "backtest"),
+        run=_build(RunConfig, raw.get("run", {}), "run"),
+        models={k: dict(v) for k, v in raw.get("models", {}).items()},
+        source=source,
+    )
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Default config, with `path` (a TOML file or a name in configs/, e.g. "quick") merged over it."""
+    raw = tomllib.loads(DEFAULT_CONFIG.read_text())
+    source = str(DEFAULT_CONFIG)
+    if path:
+        p = Path(path)
+        if not p.exists() and (CONFIG_DIR / f"{path}.toml").exists():
+            p = CONFIG_DIR / f"{path}.toml"
+        if not p.exists():
+            raise FileNotFoundError(f"config file {path} not found (nor configs/{path}.toml)")
+        raw = _merge(raw, tomllib.loads(p.read_text()))
+        source = str(p)
+    if overrides:
+        raw = _merge(raw, overrides)
+    return config_from_dict(raw, source)

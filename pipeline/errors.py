@@ -1,0 +1,20 @@
+"""Errors the user can act on. The CLI prints them as one clear message (no traceback)."""
+
+
+class MigaError(Exception):
+    """Base for errors caused by input or state the user controls."""
+
+
+class DataError(MigaError):
+    """A data file is missing, unreadable or fails validation.
+
+    Attributes name the file, the table/column/expectation and a few bad rows, so the
+    message alone tells what to fix.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, column: str | None = None,
+                 expectation: str | None = None, count: int | None = None,
+                 examples: list | None = None, report: str | None = None):
+        super().__init__(message)
+        self.file, self.column, self.expectation = file, column, expectation
+        self.count, self.examples, self.report = count, examples or [], report
