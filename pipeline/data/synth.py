@@ -294,7 +294,8 @@ def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
              for sig in INFORMATIVE[:d]}
     schema = pa.schema([("date", pa.timestamp("ms")), ("instrument", pa.string())]
                        + [(c, pa.float32()) for c in names])
-    with pq.ParquetWriter(path, schema) as writer:
+    # Noise does not compress: writing it uncompressed is ~2x faster at the same size.
+    with pq.ParquetWriter(path, schema, compression="none", use_dictionary=["instrument"]) as writer:
         for k, lo in enumerate(range(0, len(ti), rows_per_group)):
             t, s = ti[lo:lo + rows_per_group], si[lo:lo + rows_per_group]
             rng = np.random.default_rng([spec.seed, 7, k])
@@ -304,5 +305,6 @@ def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
                 x = (panel.signals[sig][t, s] - mu) / sd
                 block[:, j] = x + 0.1 * block[:, j]
             cols = [pa.array(dates[t]), pa.array(panel.instruments[s])]
+            block = np.asfortranarray(block)          # contiguous columns for pyarrow
             cols += [pa.array(block[:, j]) for j in range(d)]
             writer.write_table(pa.Table.from_arrays(cols, schema=schema))
