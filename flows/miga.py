@@ -1,0 +1,126 @@
+"""The `miga` flow: ingest -> validate -> features/labels -> tensor store -> training grid ->
+evaluation/backtest (inside each cell) -> report -> champion/challenger -> next-day predictions.
+
+Deployed as `miga/full-pipeline` (prefect.yaml). `run_demo` runs it in-process for the README's
+main command. Only wiring here: every step is a `pipeline` function (see flows/steps.py).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import steps
+from pipeline.config import load_config
+from pipeline.grid import cell_dict, grid_cells, mlflow_ui_url, results_table
+from pipeline.settings import Settings
+
+
+def _launch_cells_on_pool(home: str, data_fp: str, cells, config, epochs) -> list[dict]:
+    """Fan the grid out over the work pool: one `miga-cell/cell` flow run per cell."""
+    from prefect.deployments import run_deployment
+    from prefect.states import StateType
+
+    from pipeline.tracking import find_cell_run
+
+    launched = [(c, run_deployment("miga-cell/cell", timeout=0, as_subflow=True,
+                                   parameters={"home": home, "data_fp": data_fp, "model": c.model,
+                                               "stockset": c.stockset, "seed": c.seed,
+                                               "config": config, "epochs": epochs}))
+                for c in cells]
+    from prefect.client.orchestration import get_client
+
+    results = []
+    with get_client(sync_client=True) as client:
+        for c, fr in launched:
+            while True:
+                state = client.read_flow_run(fr.id).state
+                if state is not None and state.is_final():
+                    break
+                time.sleep(2)
+            if state.type == StateType.COMPLETED:
+                run = find_cell_run(Settings.from_env(home), c.model, c.stockset, c.seed, data_fp)
+                results.append({"cell": cell_dict(c), **run})
+            else:
+                results.append({"cell": cell_dict(c), "error": f"flow run {fr.name}: {state.name}"})
+    return results
+
+
+@flow(name="miga", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def miga(data: str | None = None, models: list[str] | None = None, stocksets: list[str] | None = None,
+         seeds: list[int] | None = None, config: str | None = "quick", epochs: int | None = None,
+         home: str | None = None, fan_out: bool = False) -> dict:
+    """Run the whole pipeline.
+
+    data: a data folder (daily/membership/index parquet [+ features]); None = synthetic data in
+    the home folder. models/stocksets/seeds: the training grid (default: the config's).
+    config: a TOML file or a name in configs/. epochs: override train.max_epochs.
+    fan_out: run each grid cell as a `miga-cell/cell` deployment run on the work pool.
+    """
+    log = get_run_logger()
+    home = str(Settings.from_env(home).ensure().home)
+    cfg = load_config(config)
+    data_dir = data or steps.synthesize(home)
+
+    ing = steps.ingest(home, data_dir)
+    data_fp = ing["fingerprint"]
+    steps.validate(home, data_fp, config)
+    steps.features(home, data_fp, config)
+    steps.tensor_store(home, data_fp, config)
+
+    cells = grid_cells(cfg, models, stocksets, seeds)
+    log.info("training grid: %d cells (%s)", len(cells), ", ".join(c.name for c in cells))
+    if fan_out:
+        results = _launch_cells_on_pool(home, data_fp, cells, config, epochs)
+    else:
+        futures = [(c, steps.train_cell.submit(home, data_fp, cell_dict(c), config, epochs)) for c in cells]
+        results = []
+        for c, f in futures:
+            f.wait()
+            state = f.state
+            if state.is_completed():
+                results.append(f.result())
+            else:  # a failed cell is reported and does not stop the others
+                results.append({"cell": cell_dict(c), "error": str(state.message or state.name)})
+
+    ok = [r for r in results if "error" not in r]
+    table = results_table(results, mlflow_ui_url())
+    create_markdown_artifact(key="miga-results", markdown="# miga results\n\n" + table,
+                             description="Test metrics of each grid cell, with links to the MLflow runs")
+    decisions, preds = [], {}
+    if ok:
+        paper_tables = steps.report(home)
+        create_markdown_artifact(key="miga-report", markdown=paper_tables,
+                                 description="Paper-style Table 1 and Table 2 over all runs in the store")
+        decisions = steps.champion(home, ok, config, epochs)
+        preds = steps.next_day_predictions(home, sorted({r["cell"]["model"] for r in ok}), config, epochs)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(results)} grid cells failed: "
+                           + "; ".join(f"{r['cell']['model']}/{r['cell']['stockset']}: {r['error']}" for r in failed))
+    return {"table": table, "results": results, "champion": decisions, "predictions": preds,
+            "data_fingerprint": data_fp}
+
+
+def run_demo(data: str | None = None, config: str | None = "quick", home: str | None = None,
+             epochs: int | None = None) -> int:
+    """The README's main command: the `miga` flow in-process, on synthetic data unless `data`."""
+    settings = Settings.from_env(home).ensure()
+    # Keep Prefect's state (temporary API database, cached results) inside the home folder.
+    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    t0 = time.perf_counter()
+    out = miga(data=data, config=config, home=str(settings.home), epochs=epochs)
+    print("\n" + out["table"])
+    for d in out["champion"]:
+        print(f"champion {d['model']}: {d['decision']} ({d['reason']})")
+    for k, v in (out["predictions"] or {}).items():
+        print(f"next-day predictions: {k}: {v}")
+    print(f"\ndone in {time.perf_counter() - t0:.0f} s. Home folder: {settings.home}")
+    print("Compare the runs in the MLflow UI:\n"
+          f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri} --port 5000\n"
+          "  (or `miga stack start`, then open http://127.0.0.1:5000)")
+    return 0

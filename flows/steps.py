@@ -1,0 +1,133 @@
+"""Prefect tasks: each wraps one `pipeline` function. No logic worth testing lives here.
+
+Cache keys: ingest on the data folder's file signature; features, store and training cells on
+the warehouse's data fingerprint plus the config, so a rerun on unchanged inputs skips them
+(the Prefect UI shows them as Cached) and a daily run only pays for what is new.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.config import load_config
+from pipeline.grid import Cell, folder_signature, stable_key
+from pipeline.settings import Settings
+
+CACHE_FOR = timedelta(days=30)
+
+
+def _settings(home: str) -> Settings:
+    return Settings.from_env(home).ensure()
+
+
+def _config(config: str | None, epochs: int | None):
+    cfg = load_config(config)
+    return cfg.with_train(max_epochs=epochs) if epochs else cfg
+
+
+def _ingest_key(ctx, p) -> str:
+    s = Settings.from_env(p["home"])
+    return "ingest-" + stable_key(str(s.home), s.warehouse.exists(), str(Path(p["data_dir"]).resolve()),
+                                  folder_signature(p["data_dir"]))
+
+
+def _data_key(step: str):
+    def key(ctx, p) -> str:
+        cfg = _config(p.get("config"), p.get("epochs"))
+        return f"{step}-" + stable_key(p["home"], p["data_fp"], cfg.fingerprint("segments", "data"))
+    return key
+
+
+def _cell_key(ctx, p) -> str:
+    cfg = _config(p.get("config"), p.get("epochs"))
+    s = Settings.from_env(p["home"])
+    return "cell-" + stable_key(p["home"], s.mlflow_uri, p["data_fp"], cfg.fingerprint(), p["cell"])
+
+
+@task(name="synthesize", cache_policy=NO_CACHE)
+def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> str:
+    from pipeline.data.synth import SynthSpec, write_synthetic
+
+    out = _settings(home).home / "synthetic"
+    if not (out / "daily.parquet").exists():
+        write_synthetic(out, SynthSpec(n_stocks=stocks, n_days=days, seed=seed))
+    return str(out)
+
+
+@task(name="ingest", cache_key_fn=_ingest_key, cache_expiration=CACHE_FOR, persist_result=True,
+      retries=2, retry_delay_seconds=[5, 20])
+def ingest(home: str, data_dir: str) -> dict:
+    from pipeline.data.ingest import data_fingerprint, ingest as do_ingest
+    from pipeline.warehouse import connect
+
+    s = _settings(home)
+    report = do_ingest(s, Path(data_dir))
+    con = connect(s.warehouse, read_only=True)
+    try:
+        fp = data_fingerprint(con)
+    finally:
+        con.close()
+    return {"fingerprint": fp, "report": str(report)}
+
+
+@task(name="validate", cache_key_fn=_data_key("validate"), cache_expiration=CACHE_FOR, persist_result=True)
+def validate(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
+    from pipeline.data.validate import validate_warehouse
+
+    return str(validate_warehouse(_settings(home)))
+
+
+@task(name="features", cache_key_fn=_data_key("features"), cache_expiration=CACHE_FOR, persist_result=True)
+def features(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
+    from pipeline.features.build import build_features
+
+    return str(build_features(_settings(home), _config(config, epochs)))
+
+
+@task(name="tensor-store", cache_key_fn=_data_key("store"), cache_expiration=CACHE_FOR, persist_result=True)
+def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
+    from pipeline.store import build_store
+
+    return build_store(_settings(home), _config(config, epochs)).fingerprint
+
+
+@task(name="train-cell", task_run_name="train {cell[model]} {cell[stockset]} seed {cell[seed]}",
+      cache_key_fn=_cell_key, cache_expiration=CACHE_FOR, persist_result=True,
+      retries=1, retry_delay_seconds=10)
+def train_cell(home: str, data_fp: str, cell: dict, config: str | None = None,
+               epochs: int | None = None) -> dict:
+    from pipeline.experiment import run_experiment
+
+    res = run_experiment(_settings(home), _config(config, epochs), cell["model"], cell["stockset"],
+                         int(cell["seed"]))
+    return {"cell": cell, "run_id": res.run_id, "experiment_id": getattr(res, "experiment_id", ""),
+            "metrics": {k: float(v) for k, v in res.metrics.items()}}
+
+
+@task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+def report(home: str) -> str:
+    from pipeline.report import build_report
+
+    return build_report(_settings(home)).markdown
+
+
+@task(name="champion", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+def champion(home: str, results: list[dict], config: str | None = None, epochs: int | None = None) -> list[dict]:
+    from pipeline.champion import challenge
+
+    return [d.as_dict() for d in challenge(_settings(home), _config(config, epochs), results)]
+
+
+@task(name="next-day-predictions", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+def next_day_predictions(home: str, models: list[str], config: str | None = None,
+                         epochs: int | None = None) -> dict:
+    from pipeline.predict import predict_next_day
+
+    return predict_next_day(_settings(home), _config(config, epochs), models)
+
+
+def cell_from_dict(d: dict) -> Cell:
+    return Cell(d["model"], d["stockset"], int(d["seed"]))
