@@ -1,0 +1,53 @@
+"""Robust per-feature normalisation, fitted on the train segment only.
+
+z = clip((x - median) / (1.4826 * MAD), -clip, clip), NaN -> 0. 1.4826 x MAD equals the
+standard deviation for normal data but is not moved by the fat tails of daily features.
+A feature whose MAD is 0 (mostly constant, e.g. a count that is 0 on most days) falls back
+to its standard deviation, and to 1 when that is 0 too, so it is never divided by zero.
+The statistics are plain lists so they can be saved as JSON next to the store and logged
+with the model: inference must apply exactly the same transform.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MAD_TO_STD = 1.4826
+
+
+def fit_robust(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and robust scale per column of `values` (n, D), ignoring NaN.
+
+    Returns (median (D,), scale (D,)) as float64. A column that is all NaN gets (0, 1).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"fit_robust expects (n, D) values, got shape {v.shape}")
+    if v.shape[0] == 0:
+        d = v.shape[1]
+        return np.zeros(d), np.ones(d)
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are handled below
+            median = np.nanmedian(v, axis=0)
+            mad = np.nanmedian(np.abs(v - median), axis=0)
+            std = np.nanstd(v, axis=0)
+    scale = MAD_TO_STD * mad
+    bad = ~np.isfinite(scale) | (scale <= 1e-12)
+    scale[bad] = std[bad]
+    bad = ~np.isfinite(scale) | (scale <= 1e-12)
+    scale[bad] = 1.0
+    median[~np.isfinite(median)] = 0.0
+    return median, scale
+
+
+def apply_robust(x: np.ndarray, median: np.ndarray, scale: np.ndarray, clip: float,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Normalise `x` (..., D) in float32: robust z, clipped to +-clip, NaN -> 0."""
+    med = np.asarray(median, dtype=np.float32)
+    inv = (1.0 / np.asarray(scale, dtype=np.float64)).astype(np.float32)
+    out = np.subtract(np.asarray(x, dtype=np.float32), med, out=out)
+    np.multiply(out, inv, out=out)
+    np.clip(out, -clip, clip, out=out)
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=clip, neginf=-clip)
+    return out

@@ -1,0 +1,258 @@
+"""The tensor store: dense, memory-mapped arrays built once from the warehouse.
+
+Layout of `MIGA_HOME/store/<fingerprint>/`:
+    features.f32        (Days, N_all, D) float32 np.memmap, normalised, 0 where not traded
+    labels.npy          (Days, N_all) float32, NaN = no label
+    traded.npy          (Days, N_all) bool
+    members_<set>.npy   (Days, N_all) bool, point in time and traded ("all" = traded)
+    market.npy          (Days, M) float32, normalised with train statistics
+    norm_stats.json     the fitted normalisation (inference applies the same)
+    meta.json           dates, instruments, names, segments, window, fingerprint
+
+The fingerprint hashes the warehouse inputs, the segments and the data config, so a store is
+reused while they are unchanged and a new one is built beside it when they change. Stores are
+written to a temporary folder and renamed into place, so a crashed build leaves nothing that
+looks complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from pipeline.normalize import apply_robust, fit_robust
+
+SEGMENTS = ("train", "valid", "test")
+EMBARGOED = ("train", "valid")  # segments followed by another one: their last labels look ahead
+FIT_SAMPLE_ROWS = 400_000       # stock-days used to fit the robust statistics
+
+
+def _seg_dict(segments, embargo_days: int | None = None) -> dict:
+    """Segments as {"train": (date, date), ..., "embargo_days": int} from a config or a mapping."""
+    if isinstance(segments, Mapping):
+        out = {s: tuple(_to_date(d) for d in segments[s]) for s in SEGMENTS if s in segments}
+        emb = segments.get("embargo_days", 2 if embargo_days is None else embargo_days)
+    else:  # pipeline.config.Segments
+        out = {s: tuple(segments.get(s)) for s in SEGMENTS}
+        emb = segments.embargo_days
+    out["embargo_days"] = int(emb if embargo_days is None else embargo_days)
+    return out
+
+
+def _to_date(d) -> date:
+    if isinstance(d, date):
+        return d
+    return date.fromisoformat(str(np.datetime64(d, "D")))
+
+
+class TensorStore:
+    """Read-only view of a built store (see module docstring for the arrays)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no tensor store at {self.root} (meta.json missing)")
+        meta = json.loads(meta_path.read_text())
+        self.meta = meta
+        self.fingerprint: str = meta["fingerprint"]
+        self.dates = np.array(meta["dates"], dtype="datetime64[D]")
+        self.instruments = np.array(meta["instruments"], dtype=str)
+        self.feature_names: list[str] = list(meta["feature_names"])
+        self.market_names: list[str] = list(meta["market_names"])
+        self.window: int = int(meta["window"])
+        self.segments = _seg_dict(meta["segments"])
+        days, n, d = len(self.dates), len(self.instruments), len(self.feature_names)
+        self.features = np.memmap(self.root / "features.f32", dtype=np.float32, mode="r",
+                                  shape=(days, n, d))
+        self.labels: np.ndarray = np.load(self.root / "labels.npy")
+        self.traded: np.ndarray = np.load(self.root / "traded.npy")
+        self.market: np.ndarray = np.load(self.root / "market.npy")
+        self.members: dict[str, np.ndarray] = {
+            s: np.load(self.root / f"members_{s}.npy") for s in meta["stocksets"]}
+        self.norm_stats: dict = json.loads((self.root / "norm_stats.json").read_text())
+
+    # ---------------------------------------------------------------- queries
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.features.shape)
+
+    def segment_days(self, segment: str) -> np.ndarray:
+        """Day indices (int64) of `segment`: embargo applied, >= window-1 days of history.
+
+        The label of day t uses prices of t+1 and t+2, so the last `embargo_days` market days
+        of train and valid are dropped: their labels would use the next segment's prices.
+        """
+        if segment not in SEGMENTS:
+            raise ValueError(f"unknown segment {segment!r}; expected one of {SEGMENTS}")
+        a, b = self.segments[segment]
+        d = self.dates
+        idx = np.flatnonzero((d >= np.datetime64(a, "D")) & (d <= np.datetime64(b, "D")))
+        emb = self.segments["embargo_days"]
+        if segment in EMBARGOED and emb > 0:
+            idx = idx[:-emb] if len(idx) > emb else idx[:0]
+        return idx[idx >= self.window - 1].astype(np.int64)
+
+    def day_index(self, day) -> int:
+        i = int(np.searchsorted(self.dates, np.datetime64(day, "D")))
+        if i >= len(self.dates) or self.dates[i] != np.datetime64(day, "D"):
+            raise KeyError(f"{day} is not a market trading day of this store")
+        return i
+
+    def describe(self) -> str:
+        days, n, d = self.shape
+        size = sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+        lines = [
+            f"tensor store {self.fingerprint} at {self.root}",
+            f"  {days} days {self.dates[0]}..{self.dates[-1]}, {n} instruments, {d} features, "
+            f"{len(self.market_names)} market features, window {self.window}",
+            f"  size on disk {size / 2**30:.2f} GiB (features {self.features.nbytes / 2**30:.2f} GiB)",
+            f"  labelled stock-days {int(np.isfinite(self.labels).sum()):,} of "
+            f"{int(self.traded.sum()):,} traded",
+        ]
+        for s in SEGMENTS:
+            idx = self.segment_days(s)
+            a, b = self.segments[s]
+            lines.append(f"  {s:<5} {a}..{b}: {len(idx)} days (embargo {self.segments['embargo_days']})")
+        for s, m in self.members.items():
+            per_day = m.sum(1)
+            lines.append(f"  stockset {s:<8} mean {per_day.mean():7.1f} / max {per_day.max()} members a day")
+        if "build_seconds" in self.meta:
+            lines.append(f"  built in {self.meta['build_seconds']:.1f} s")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_arrays(cls, root, dates, instruments, feature_names, features, traded, labels,
+                    members, market=None, market_names=None, segments=None, window: int = 5,
+                    *, clip: float = 3.0, normalize: bool = True,
+                    fingerprint: str | None = None) -> "TensorStore":
+        """Write a store from in-memory arrays (tests, tiny stores) and open it.
+
+        features (Days, N, D) are RAW: they are normalised with statistics fitted on the train
+        segment's traded stock-days (pass normalize=False for already normalised values), and
+        zeroed where not traded. members: {set: (Days, N) bool}; "all" is added as `traded`.
+        segments: a `pipeline.config.Segments` or {"train": (d0, d1), ..., "embargo_days": k};
+        None puts every day in train.
+        """
+        dates = np.asarray(dates, dtype="datetime64[D]")
+        traded = np.asarray(traded, dtype=bool)
+        feats = np.asarray(features, dtype=np.float32)
+        days, n = traded.shape
+        if feats.shape[:2] != (days, n) or len(dates) != days or len(instruments) != n:
+            raise ValueError(f"shape mismatch: dates {len(dates)}, instruments {len(instruments)}, "
+                             f"features {feats.shape}, traded {traded.shape}")
+        if market is None:
+            market = np.zeros((days, 0), np.float32)
+        market = np.asarray(market, dtype=np.float32).reshape(days, -1)
+        market_names = list(market_names or [f"m{i}" for i in range(market.shape[1])])
+        if segments is None:
+            segments = {"train": (dates[0], dates[-1]), "valid": (dates[-1], dates[-1]),
+                        "test": (dates[-1], dates[-1]), "embargo_days": 0}
+        seg = _seg_dict(segments)
+        tr = _train_day_mask(dates, seg)
+        if normalize:
+            med, scale = fit_robust(feats[tr][traded[tr]])
+            mmed, mscale = fit_robust(market[tr])
+        else:
+            med, scale = np.zeros(feats.shape[2]), np.ones(feats.shape[2])
+            mmed, mscale = np.zeros(market.shape[1]), np.ones(market.shape[1])
+        stats = _stats_dict(feature_names, med, scale, clip, mmed, mscale)
+        if fingerprint is None:
+            h = hashlib.sha256()
+            for a in (dates, feats, traded, np.asarray(labels, np.float32), market):
+                h.update(np.ascontiguousarray(a).tobytes())
+            h.update(json.dumps([list(map(str, instruments)), list(feature_names),
+                                 sorted(members), _seg_json(seg), window, clip, normalize]).encode())
+            fingerprint = h.hexdigest()[:16]
+        w = StoreWriter(root, fingerprint, dates, instruments, feature_names, market_names,
+                        seg, window)
+        x = apply_robust(feats, med, scale, clip) if normalize else np.nan_to_num(feats)
+        x[~traded] = 0.0
+        w.features[:] = x
+        w.finish(labels=labels, traded=traded, members=members, stats=stats,
+                 market=apply_robust(market, mmed, mscale, clip) if normalize else market)
+        return cls(root)
+
+
+def _train_day_mask(dates: np.ndarray, seg: dict) -> np.ndarray:
+    a, b = seg["train"]
+    return (dates >= np.datetime64(a, "D")) & (dates <= np.datetime64(b, "D"))
+
+
+def _seg_json(seg: dict) -> dict:
+    out = {s: [seg[s][0].isoformat(), seg[s][1].isoformat()] for s in SEGMENTS if s in seg}
+    out["embargo_days"] = seg["embargo_days"]
+    return out
+
+
+def _stats_dict(feature_names, med, scale, clip, mmed, mscale) -> dict:
+    return {"feature_names": list(feature_names), "median": [float(v) for v in med],
+            "scale": [float(v) for v in scale], "clip": float(clip),
+            "market_median": [float(v) for v in mmed], "market_scale": [float(v) for v in mscale],
+            "method": "robust z: (x - median) / (1.4826 MAD), clip, NaN -> 0; fitted on train"}
+
+
+class StoreWriter:
+    """Writes a store into `<root>.tmp` and renames it to `root` on `finish()`."""
+
+    def __init__(self, root, fingerprint, dates, instruments, feature_names, market_names,
+                 segments: dict, window: int):
+        self.root = Path(root)
+        self.tmp = self.root.with_name(self.root.name + ".tmp")
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        self.t0 = time.perf_counter()
+        self.meta = {
+            "fingerprint": fingerprint,
+            "dates": [str(d) for d in np.asarray(dates, dtype="datetime64[D]")],
+            "instruments": [str(s) for s in instruments],
+            "feature_names": list(feature_names), "market_names": list(market_names),
+            "segments": _seg_json(segments), "window": int(window),
+        }
+        shape = (len(dates), len(instruments), len(feature_names))
+        # A fresh memmap is a sparse zero-filled file: stock-days never written stay 0.
+        self.features = np.memmap(self.tmp / "features.f32", dtype=np.float32, mode="w+",
+                                  shape=shape)
+
+    def finish(self, *, labels, traded, members: dict, stats: dict, market,
+               extra_meta: dict | None = None) -> Path:
+        traded = np.asarray(traded, dtype=bool)
+        self.features.flush()
+        del self.features
+        np.save(self.tmp / "labels.npy", np.asarray(labels, dtype=np.float32))
+        np.save(self.tmp / "traded.npy", traded)
+        np.save(self.tmp / "market.npy", np.asarray(market, dtype=np.float32))
+        sets = dict(members)
+        sets.setdefault("all", traded)
+        for s, m in sets.items():
+            if not s.replace("_", "").isalnum():
+                raise ValueError(f"stock set name {s!r} must be alphanumeric")
+            np.save(self.tmp / f"members_{s}.npy", np.asarray(m, dtype=bool) & traded)
+        (self.tmp / "norm_stats.json").write_text(json.dumps(stats, indent=1))
+        meta = dict(self.meta, stocksets=list(sets),
+                    build_seconds=round(time.perf_counter() - self.t0, 2), **(extra_meta or {}))
+        (self.tmp / "meta.json").write_text(json.dumps(meta))
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.tmp.rename(self.root)
+        return self.root
+
+
+def build_store(settings, config, force: bool = False) -> "TensorStore":
+    """Build (or reuse) the tensor store for `config` from the warehouse's feature tables."""
+    from pipeline.features.store_build import build_store_from_warehouse
+    return build_store_from_warehouse(settings, config, force=force)
+
+
+def open_store(settings, config) -> "TensorStore":
+    """The already built store for `config` and the current warehouse (MigaError if none)."""
+    from pipeline.features.store_build import open_store_for
+    return open_store_for(settings, config)
