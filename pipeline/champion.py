@@ -1,0 +1,123 @@
+"""Champion/challenger: move the registered-model alias `champion` only to a better model.
+
+For each model name, this run's registered versions are the challengers. Every challenger and
+the current champion are scored on the same data: the most recent `window` market days that
+have labels, over the primary stock set (the first of `config.data.stocksets`). The best
+challenger takes the alias only if its mean daily IC there beats the champion's; the decision
+is recorded as tags on the challenger's run and model version, and appended to
+`MIGA_HOME/reports/champion_log.jsonl`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.metrics import ic_metrics
+from pipeline.predict import CHAMPION, champion_version, resolve_device, score_days
+from pipeline.settings import Settings
+
+WINDOW_DAYS = 60
+
+
+@dataclass
+class Decision:
+    model: str
+    decision: str            # "promoted" or "kept"
+    reason: str
+    challenger_run: str
+    challenger_version: str
+    challenger_ic: float
+    champion_version: str | None
+    champion_ic: float | None
+    stockset: str
+    window: tuple[str, str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(challenger_ic: float, champion_ic: float | None) -> tuple[bool, str]:
+    """Promote when there is no champion yet, or the challenger's window IC is strictly higher."""
+    if champion_ic is None:
+        return True, "no champion yet"
+    if not math.isfinite(challenger_ic):
+        return False, "challenger has no valid IC on the window"
+    if not math.isfinite(champion_ic) or challenger_ic > champion_ic:
+        return True, f"window IC {challenger_ic:.4f} > champion {champion_ic:.4f}"
+    return False, f"window IC {challenger_ic:.4f} <= champion {champion_ic:.4f}"
+
+
+def recent_window(store, stockset: str, n_days: int = WINDOW_DAYS) -> np.ndarray:
+    """The last `n_days` store days on which some member of `stockset` has a label."""
+    members = store.members[stockset]
+    labelled = (members & np.isfinite(store.labels)).any(axis=1)
+    labelled[: 4] = False  # need window-1 days of history
+    days = np.flatnonzero(labelled)
+    if not len(days):
+        raise ValueError(f"no labelled day for stock set {stockset!r} in the store")
+    return days[-n_days:]
+
+
+def window_ic(settings: Settings, config: Config, store, run_id: str, stockset: str, days) -> float:
+    from pipeline.experiment import load_run_model
+
+    model = load_run_model(settings, run_id)
+    df = score_days(model, store, stockset, days, config.data.window, resolve_device(config.train.device))
+    return float(ic_metrics(df)["ic"])
+
+
+def _version_of(client, model: str, run_id: str):
+    for mv in client.search_model_versions(f"name='{model}'"):
+        if mv.run_id == run_id:
+            return mv
+    return None
+
+
+def challenge(settings: Settings, config: Config, results: list[dict],
+              window_days: int = WINDOW_DAYS) -> list[Decision]:
+    """Run the champion/challenger comparison for every model among `results` (grid-cell results)."""
+    from mlflow import MlflowClient
+
+    from pipeline.store import open_store
+
+    client = MlflowClient(settings.mlflow_uri)
+    store = open_store(settings, config)
+    stockset = config.data.stocksets[0]
+    days = recent_window(store, stockset, window_days)
+    window = (str(store.dates[days[0]]), str(store.dates[days[-1]]))
+    decisions = []
+    for model in sorted({r["cell"]["model"] for r in results}):
+        challengers = []
+        for r in results:
+            if r["cell"]["model"] != model:
+                continue
+            mv = _version_of(client, model, r["run_id"])
+            if mv is not None:
+                challengers.append((window_ic(settings, config, store, r["run_id"], stockset, days), mv))
+        if not challengers:
+            continue
+        best_ic, best = max(challengers, key=lambda t: t[0] if math.isfinite(t[0]) else -math.inf)
+        current = champion_version(client, model)
+        if current is not None and current.version == best.version:
+            continue
+        champ_ic = (window_ic(settings, config, store, current.run_id, stockset, days)
+                    if current is not None else None)
+        promote, reason = decide(best_ic, champ_ic)
+        if promote:
+            client.set_registered_model_alias(model, CHAMPION, best.version)
+        d = Decision(model, "promoted" if promote else "kept", reason, best.run_id, str(best.version),
+                     best_ic, str(current.version) if current else None, champ_ic, stockset, window)
+        tags = {"champion.decision": d.decision, "champion.reason": reason,
+                "champion.window": f"{window[0]}..{window[1]}", "champion.window_ic": f"{best_ic:.6f}"}
+        for k, v in tags.items():
+            client.set_tag(best.run_id, k, v)
+            client.set_model_version_tag(model, best.version, k, v)
+        with open(settings.reports_dir / "champion_log.jsonl", "a") as f:
+            f.write(json.dumps({"at": datetime.now(timezone.utc).isoformat(), **d.as_dict()}) + "\n")
+        decisions.append(d)
+    return decisions
