@@ -52,11 +52,11 @@ def decide(challenger_ic: float, champion_ic: float | None) -> tuple[bool, str]:
     return False, f"window IC {challenger_ic:.4f} <= champion {champion_ic:.4f}"
 
 
-def recent_window(store, stockset: str, n_days: int = WINDOW_DAYS) -> np.ndarray:
+def recent_window(store, stockset: str, n_days: int = WINDOW_DAYS, window: int = 5) -> np.ndarray:
     """The last `n_days` store days on which some member of `stockset` has a label."""
     members = store.members[stockset]
     labelled = (members & np.isfinite(store.labels)).any(axis=1)
-    labelled[: 4] = False  # need window-1 days of history
+    labelled[: window - 1] = False  # a sample needs window-1 days of history
     days = np.flatnonzero(labelled)
     if not len(days):
         raise ValueError(f"no labelled day for stock set {stockset!r} in the store")
@@ -88,7 +88,7 @@ def challenge(settings: Settings, config: Config, results: list[dict],
     client = MlflowClient(settings.mlflow_uri)
     store = open_store(settings, config)
     stockset = config.data.stocksets[0]
-    days = recent_window(store, stockset, window_days)
+    days = recent_window(store, stockset, window_days, config.data.window)
     window = (str(store.dates[days[0]]), str(store.dates[days[-1]]))
     decisions = []
     for model in sorted({r["cell"]["model"] for r in results}):
