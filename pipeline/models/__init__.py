@@ -1,0 +1,75 @@
+"""Model zoo: MIGA (Conv, Rec, Attn) and six baselines behind one interface.
+
+    model = create_model("miga-conv", d_feat=158, d_market=0, top_k=4)
+    scores, aux = model(x, mask, market)   # x (B, N, T, D), mask (B, N) bool, market (B, T, M) | None
+                                           # -> scores (B, N), aux scalar (router loss; 0 for baselines)
+
+Each model has a config dataclass whose defaults are documented in its module; overrides are
+its field names (unknown names raise ModelConfigError, a ValueError). Padded stocks
+(mask False) never change real stocks' scores. Torch is imported only when a model is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from pipeline.errors import MigaError
+
+
+class ModelConfigError(MigaError, ValueError):
+    """Unknown model name or config field."""
+
+
+# name -> (module, config class, model class); resolved lazily so `import pipeline.models`
+# does not import torch.
+_SPECS: dict[str, tuple[str, str, str]] = {
+    "miga-conv": ("miga", "MIGAConvConfig", "MIGA"),
+    "miga-rec": ("miga", "MIGARecConfig", "MIGA"),
+    "miga-attn": ("miga", "MIGAAttnConfig", "MIGA"),
+    "tcn": ("tcn", "TCNConfig", "TCN"),
+    "lstm": ("lstm", "LSTMConfig", "LSTM"),
+    "transformer": ("transformer", "TransformerConfig", "Transformer"),
+    "moderntcn": ("moderntcn", "ModernTCNConfig", "ModernTCN"),
+    "mamba": ("mamba", "MambaConfig", "Mamba"),
+    "master": ("master", "MASTERConfig", "MASTER"),
+}
+
+
+def _resolve(name: str) -> tuple[type, type]:
+    if name not in _SPECS:
+        raise ModelConfigError(f"unknown model {name!r}; registered: {', '.join(_SPECS)}")
+    module, cfg_cls, model_cls = _SPECS[name]
+    mod = importlib.import_module(f"pipeline.models.{module}")
+    return getattr(mod, cfg_cls), getattr(mod, model_cls)
+
+
+def model_config(name: str, **overrides: Any):
+    """The config dataclass of model `name` with `overrides` applied (validated by field name)."""
+    cfg_cls, _ = _resolve(name)
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ModelConfigError(f"unknown setting(s) {unknown} for model {name!r}; "
+                               f"valid: {', '.join(sorted(fields))}")
+    return cfg_cls(**overrides)
+
+
+def create_model(name: str, d_feat: int, d_market: int = 0, **overrides: Any):
+    """Build model `name` for D = d_feat stock features and M = d_market market features."""
+    cfg = model_config(name, **overrides)
+    _, model_cls = _resolve(name)
+    return model_cls(cfg, d_feat=d_feat, d_market=d_market)
+
+
+def _factory(name: str):
+    def factory(d_feat: int, d_market: int = 0, **overrides: Any):
+        return create_model(name, d_feat, d_market, **overrides)
+    factory.__name__ = f"create_{name.replace('-', '_')}"
+    return factory
+
+
+# The registry: name -> factory(d_feat, d_market=0, **overrides) -> nn.Module.
+MODELS: dict[str, Any] = {name: _factory(name) for name in _SPECS}
+
+__all__ = ["MODELS", "ModelConfigError", "create_model", "model_config"]
