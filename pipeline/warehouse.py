@@ -65,5 +65,5 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str, known: tuple[s
         raise ValueError(f"unknown table {table!r}; expected one of {known}")
     if not table_exists(con, table):
         return "absent"
-    n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t.*)), 0) FROM {table} t").fetchone()
+    n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {table} t").fetchone()
     return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
