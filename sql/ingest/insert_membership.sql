@@ -1,0 +1,1 @@
+INSERT INTO membership BY NAME SELECT * FROM stage_membership

@@ -1,0 +1,1 @@
+INSERT INTO prices BY NAME SELECT * FROM stage_prices
