@@ -131,16 +131,25 @@ class MIGA(nn.Module):
         """All G*E linear experts in one einsum: (n, H) -> (n, G, E, d)."""
         return torch.einsum("nh,gehd->nged", h, self.expert_w) + self.expert_b
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                market: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Router hidden states (n, H) -> logits (n, G*E), weights (n, G, E), predictions (n, G, E).
+
+        `predictions[:, g, e]` is expert (g, e)'s own forecast after group mixing (paper 3.6
+        evaluates experts one by one with it).
+        """
         G, E = self.cfg.groups, self.cfg.experts
-        h = self.encoder(gather_real(x, mask))            # (n, H), real stocks only
         logits = self.router(h)                           # (n, G*E)
         w = route_topk(logits, self.cfg.top_k).view(-1, G, E)
         o = self.experts(h)                               # (n, G, E, d)
         if self.group_attn is not None:
             o = self.group_attn(o)
         preds = torch.einsum("nged,ged->nge", o, self.readout_w) + self.readout_b  # (n, G, E)
+        return logits, w, preds
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                market: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(gather_real(x, mask))            # (n, H), real stocks only
+        logits, w, preds = self.heads(h)
         y = (w * preds).sum((-1, -2))                     # (n,) eq. 9
         self.last_routing = scatter_real(w.detach(), mask)  # (B, N, G, E), zeros at padding
         return scatter_real(y, mask), router_loss(logits)

@@ -1,0 +1,166 @@
+"""Behaviour of every registered model (parametrized over the registry, timm-style).
+
+Tiny sizes keep the file fast on 2 cores; a model missing from SMALL is tested at its defaults.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.models import MODELS, ModelConfigError, create_model, model_config
+
+B, N, T, D, M = 2, 6, 5, 7, 3
+
+SMALL: dict[str, dict] = {
+    "miga-conv": dict(hidden=8, num_layers=2, kernel_size=3, groups=3, experts=4, top_k=3, d_expert=8,
+                      attn_heads=2),
+    "miga-rec": dict(hidden=8, num_layers=1, groups=3, experts=4, top_k=3, d_expert=8, attn_heads=2),
+    "miga-attn": dict(hidden=8, nhead=2, num_layers=1, dim_feedforward=16, groups=3, experts=4, top_k=3,
+                      d_expert=8, attn_heads=2),
+    "tcn": dict(hidden=8, num_layers=2, kernel_size=3),
+    "lstm": dict(hidden=8),
+    "transformer": dict(hidden=8, nhead=2, num_layers=1, dim_feedforward=16),
+    "moderntcn": dict(n_vars=4, d_model=4),
+    "mamba": dict(hidden=8, num_layers=1, d_state=4),
+    "master": dict(d_model=8, t_nhead=2, s_nhead=2),
+}
+NAMES = sorted(MODELS)
+
+
+def build(name: str, seed: int = 0, **extra):
+    torch.manual_seed(seed)
+    return create_model(name, d_feat=D, d_market=M, **{**SMALL.get(name, {}), **extra})
+
+
+def batch(seed: int = 0, n: int = N):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, n, T, D, generator=g)
+    mask = torch.ones(B, n, dtype=torch.bool)
+    mask[1, n - 2:] = False                               # day 1 has two padded slots
+    market = torch.randn(B, T, M, generator=g)
+    return x, mask, market
+
+
+def test_registry_names():
+    assert set(MODELS) == {"miga-conv", "miga-rec", "miga-attn", "tcn", "lstm", "transformer",
+                           "moderntcn", "mamba", "master"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_and_finite(name):
+    model = build(name)
+    x, mask, market = batch()
+    for train in (True, False):
+        model.train(train)
+        scores, aux = model(x, mask, market if model.needs_market else None)
+        assert scores.shape == (B, N)
+        assert aux.dim() == 0
+        assert torch.isfinite(scores).all() and torch.isfinite(aux)
+    assert isinstance(type(model).needs_market, bool)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_does_not_change_real_scores(name):
+    model = build(name).eval()
+    x, mask, market = batch()
+    with torch.no_grad():
+        ref, ref_aux = model(x, mask, market)
+        # garbage (huge values, NaN) in padded slots, and four more padded stocks per day
+        x2 = torch.cat([x, torch.randn(B, 4, T, D) * 1e3], dim=1)
+        x2[~torch.cat([mask, torch.zeros(B, 4, dtype=torch.bool)], 1)] = float("nan")
+        mask2 = torch.cat([mask, torch.zeros(B, 4, dtype=torch.bool)], dim=1)
+        out, aux = model(x2, mask2, market)
+    torch.testing.assert_close(out[:, :N][mask], ref[mask])
+    torch.testing.assert_close(aux, ref_aux)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_gets_a_gradient(name):
+    model = build(name).train()
+    seen = {n: False for n, p in model.named_parameters()}
+    for step in range(4):                                  # top-k routing varies with the input
+        x, mask, market = batch(seed=step)
+        scores, aux = model(x, mask, market)
+        y = torch.randn(B, N, generator=torch.Generator().manual_seed(100 + step))
+        loss = ((scores - y)[mask] ** 2).mean() + aux
+        model.zero_grad()
+        loss.backward()
+        for n, p in model.named_parameters():
+            seen[n] |= p.grad is not None and bool(p.grad.abs().sum() > 0)
+    assert [n for n, ok in seen.items() if not ok] == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_output(name):
+    x, mask, market = batch()
+    outs = []
+    for _ in range(2):
+        model = build(name, seed=3).train()
+        torch.manual_seed(7)                               # same dropout draws
+        outs.append(model(x, mask, market)[0])
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    other = build(name, seed=4).eval()(x, mask, market)[0]
+    assert not torch.allclose(other, build(name, seed=3).eval()(x, mask, market)[0])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_learns_a_planted_signal(name):
+    """A few dozen Adam steps on score = feature 0 of the last day must reach a clear IC."""
+    model = build(name, **_no_dropout(name)).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        x = torch.randn(2, 32, T, D, generator=g)
+        mask = torch.ones(2, 32, dtype=torch.bool)
+        market = torch.randn(2, T, M, generator=g)
+        y = x[:, :, -1, 0]
+        scores, aux = model(x, mask, market)
+        loss = ((scores - y) ** 2).mean() + 2e-3 * aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x = torch.randn(1, 200, T, D, generator=g)
+    with torch.no_grad():
+        scores, _ = model(x, torch.ones(1, 200, dtype=torch.bool), torch.randn(1, T, M, generator=g))
+    ic = torch.corrcoef(torch.stack([scores[0], x[0, :, -1, 0]]))[0, 1]
+    assert ic > 0.5, f"{name} IC {ic:.2f}"
+
+
+def _no_dropout(name: str) -> dict:
+    fields = {f for f in model_config(name).__dataclass_fields__}
+    return {f: 0.0 for f in fields if "dropout" in f}
+
+
+def test_unknown_override_and_name_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown setting.*hiden.*valid:.*hidden"):
+        create_model("tcn", d_feat=D, hiden=8)
+    with pytest.raises(ValueError, match="unknown model 'gpt'"):
+        create_model("gpt", d_feat=D)
+    with pytest.raises(ModelConfigError):
+        MODELS["lstm"](D, bogus=1)
+
+
+def test_documented_defaults():
+    miga = model_config("miga-conv")
+    assert (miga.groups, miga.experts, miga.top_k, miga.group_attention) == (7, 9, 8, True)
+    tcn = model_config("tcn")
+    assert (tcn.hidden, tcn.num_layers, tcn.kernel_size) == (32, 5, 7)
+    # each MIGA router inherits its baseline's encoder defaults
+    assert model_config("miga-rec").hidden == model_config("lstm").hidden == 64
+    assert model_config("miga-attn").nhead == model_config("transformer").nhead == 2
+    assert model_config("master").d_model == 256
+    assert model_config("miga-conv", top_k=4).top_k == 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_width_features_default_config(name):
+    """Paper-size D (158) at the default config, a handful of stocks."""
+    torch.manual_seed(0)
+    model = create_model(name, d_feat=158, d_market=4).eval()
+    x = torch.randn(1, 3, T, 158)
+    with torch.no_grad():
+        scores, aux = model(x, torch.ones(1, 3, dtype=torch.bool), torch.randn(1, T, 4))
+    assert scores.shape == (1, 3) and torch.isfinite(scores).all() and math.isfinite(float(aux))
