@@ -28,7 +28,7 @@ def portfolio_returns(pred: pd.DataFrame, top_frac: float = 0.05, buy_cost: floa
     long, short, long_short, bench, excess, turnover, cost, excess_net, n, k.
     """
     df = pred.loc[pred["label"].notna() & pred["score"].notna(),
-                  ["date", "instrument", "score", "label"]]
+                  ["date", "instrument", "score", "label"]].astype({"label": "float64"})
     # Deterministic order within a day: score descending, ties broken by instrument.
     df = df.sort_values(["date", "score", "instrument"], ascending=[True, False, True],
                         kind="mergesort").reset_index(drop=True)

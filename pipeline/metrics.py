@@ -33,7 +33,7 @@ def daily_ic(pred: pd.DataFrame) -> pd.DataFrame:
     columns `ic`, `rank_ic`, `n` (labelled stocks that day).
     """
     df = pred.loc[pred["label"].notna() & pred["score"].notna(), ["date", "score", "label"]]
-    df = df.reset_index(drop=True)
+    df = df.reset_index(drop=True).astype({"score": "float64", "label": "float64"})  # float32 in
     ranks = df.groupby("date", sort=True)[["score", "label"]].rank(method="average")
     ranked = pd.DataFrame({"date": df["date"], "score": ranks["score"], "label": ranks["label"]})
     out = pd.DataFrame({

@@ -1,0 +1,192 @@
+"""MLflow logging of one experiment: tags, params, curves, metrics that can be recomputed from
+`predictions.parquet`, artifacts, the registered model, and resume after a kill."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pipeline.config import load_config
+from tests.synthetic_store import make_store
+
+TINY_MIGA = {"hidden": 8, "num_layers": 2, "kernel_size": 3, "groups": 2, "experts": 3,
+             "top_k": 2, "d_expert": 4, "attn_heads": 2, "dropout": 0.1}
+TINY_TCN = {"hidden": 8, "num_layers": 2, "kernel_size": 3}
+FINAL = ("test_ic", "test_icir", "test_rank_ic", "test_rank_icir", "long_only_ar", "long_only_ir",
+         "long_short_ar", "long_short_ir", "long_only_mdd", "turnover", "long_only_ar_net",
+         "valid_ic", "valid_icir", "valid_rank_ic", "valid_rank_icir")
+
+
+def _config(epochs=2):
+    return load_config(overrides={"train": {"max_epochs": epochs, "batch_days": 4, "device": "cpu",
+                                            "lr": 2e-3},
+                                  "models": {"miga-conv": TINY_MIGA, "tcn": TINY_TCN}})
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """One finished MIGA run in a fresh home folder."""
+    from pipeline.experiment import run_experiment
+    from pipeline.settings import Settings
+
+    home = tmp_path_factory.mktemp("mlhome") / "home"
+    settings = Settings.from_env(home).ensure()
+    store = make_store(home / "synthetic_store")
+    res = run_experiment(settings, _config(), "miga-conv", "all", 0, store=store, progress=False)
+    return settings, store, res
+
+
+def _download(settings, run_id, path):
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                               tracking_uri=settings.mlflow_uri)
+
+
+def test_run_has_tags_params_and_curves(logged):
+    from mlflow import MlflowClient
+
+    settings, store, res = logged
+    client = MlflowClient(settings.mlflow_uri)
+    run = client.get_run(res.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "miga"
+    assert client.get_experiment(run.info.experiment_id).artifact_location.startswith(
+        settings.mlflow_artifacts.as_uri())
+    t = run.data.tags
+    assert (t["model"], t["stockset"], t["seed"]) == ("miga-conv", "all", "0")
+    assert t["data_fingerprint"] == store.fingerprint and t["git_commit"]
+    p = run.data.params
+    assert p["train.lr"] == "0.002" and p["train.max_epochs"] == "2" and p["backtest.days_per_year"] == "238"
+    assert p["models.miga-conv.groups"] == "2"
+    for key in ("train_loss", "train_ic", "epoch_seconds", "expert_entropy"):
+        hist = client.get_metric_history(res.run_id, key)
+        assert [m.step for m in hist] == [1, 2], key
+    # valid curves: epochs 1, 2, then the restored best epoch's value as the run's final value
+    for key in ("valid_ic", "valid_rank_ic"):
+        hist = sorted(client.get_metric_history(res.run_id, key), key=lambda m: m.step)
+        assert [m.step for m in hist] == [1, 2, 3], key
+        assert hist[-1].value == pytest.approx(hist[res.best_epoch - 1].value, abs=1e-12)
+        assert run.data.metrics[key] == hist[-1].value
+    ent = client.get_metric_history(res.run_id, "expert_entropy")
+    assert all(0 < m.value <= np.log(6) + 1e-6 for m in ent)
+    for key in FINAL:
+        assert key in run.data.metrics, key
+    assert run.info.status == "FINISHED"
+
+
+def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
+    from mlflow import MlflowClient
+
+    from pipeline.experiment import evaluate
+
+    settings, _, res = logged
+    logged_m = MlflowClient(settings.mlflow_uri).get_run(res.run_id).data.metrics
+    pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
+    assert list(pred.columns) == ["date", "instrument", "score", "label", "segment"]
+    assert set(pred["segment"]) == {"valid", "test"}
+    # independently of pipeline.metrics: scipy, one day at a time
+    for seg in ("valid", "test"):
+        part = pred[(pred.segment == seg) & pred.label.notna()].astype({"score": float, "label": float})
+        ic = np.array([stats.pearsonr(g.score, g.label)[0] for _, g in part.groupby("date")])
+        ric = np.array([stats.spearmanr(g.score, g.label)[0] for _, g in part.groupby("date")])
+        assert logged_m[f"{seg}_ic"] == pytest.approx(ic.mean(), abs=1e-9)
+        assert logged_m[f"{seg}_icir"] == pytest.approx(ic.mean() / ic.std(ddof=1), abs=1e-9)
+        assert logged_m[f"{seg}_rank_ic"] == pytest.approx(ric.mean(), abs=1e-9)
+        assert logged_m[f"{seg}_rank_icir"] == pytest.approx(ric.mean() / ric.std(ddof=1), abs=1e-9)
+    # portfolio metrics: the long-only excess by hand, the rest through the same evaluate()
+    test = pred[(pred.segment == "test") & pred.label.notna()]
+    ex = []
+    for _, g in test.groupby("date"):
+        k = max(1, int(len(g) * 0.05))
+        top = g.sort_values(["score", "instrument"], ascending=[False, True]).head(k)
+        ex.append(top.label.mean() - g.label.mean())
+    assert logged_m["long_only_ar"] == pytest.approx(np.mean(ex) * 238, abs=1e-9)
+    recomputed, _, _ = evaluate(pred, _config())
+    for key in FINAL:
+        assert logged_m[key] == pytest.approx(recomputed[key], abs=1e-12), key
+    assert logged_m["test_ic"] > 0.3                      # the planted signal was learned
+
+
+def test_artifacts_and_registered_model(logged):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline.experiment import load_run_model
+    from pipeline.tracking import pack_input
+
+    settings, store, res = logged
+    client = MlflowClient(settings.mlflow_uri)
+    names = {a.path for a in client.list_artifacts(res.run_id)}
+    assert {"predictions.parquet", "portfolio_returns.parquet", "daily_ic.parquet",
+            "cumulative_excess_return.png", "daily_ic.png", "expert_usage.png", "config",
+            "normalisation", "model_state"} <= names
+    rets = pd.read_parquet(_download(settings, res.run_id, "portfolio_returns.parquet"))
+    assert {"long", "short", "long_short", "bench", "excess", "turnover", "excess_net"} <= set(rets.columns)
+    usage = np.load(_download(settings, res.run_id, "expert_usage.npz"))
+    assert set(usage.files) == set(store.members) and usage["all"].shape == (2, 3)
+
+    versions = client.search_model_versions("name='miga-conv'")
+    assert [v.run_id for v in versions] == [res.run_id]
+
+    # the state_dict artifact rebuilds the model: same test scores as logged
+    from pipeline.loader import DayLoader
+    from pipeline.train import predict
+
+    model = load_run_model(settings, res.run_id)
+    again = predict(model, DayLoader(store, "test", "all", batch_days=8), store=store)
+    pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
+    np.testing.assert_allclose(again["score"].to_numpy(),
+                               pred.loc[pred.segment == "test", "score"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+    # the MLflow model serves packed (B, N, T, D+M) arrays
+    pyfunc = mlflow.pyfunc.load_model(f"models:/miga-conv/{versions[0].version}")
+    b = next(iter(DayLoader(store, "test", "all", batch_days=1)))
+    out = pyfunc.predict(pack_input(b.x.numpy(), b.market.numpy()))
+    assert out.shape == tuple(b.mask.shape)
+
+
+def test_find_cell_run(logged):
+    from pipeline.tracking import find_cell_run
+
+    settings, store, res = logged
+    found = find_cell_run(settings, "miga-conv", "all", 0, store.fingerprint)
+    assert found["run_id"] == res.run_id and found["metrics"]["test_ic"] == res.metrics["test_ic"]
+    with pytest.raises(LookupError):
+        find_cell_run(settings, "miga-conv", "all", 1)
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_experiment_resumes_after_kill_with_the_same_run_and_metrics(settings, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pipeline import tracking
+    from pipeline.experiment import run_experiment
+
+    store = make_store(settings.home / "synthetic_store")
+    cfg = _config(epochs=3)
+    real = tracking.log_epoch
+
+    def dies_after_first_epoch(rec):
+        real(rec)
+        if rec["epoch"] == 1:
+            raise Killed
+
+    monkeypatch.setattr(tracking, "log_epoch", dies_after_first_epoch)
+    with pytest.raises(Killed):
+        run_experiment(settings, cfg, "tcn", "all", 1, store=store, register=False, progress=False)
+    monkeypatch.setattr(tracking, "log_epoch", real)
+    client = MlflowClient(settings.mlflow_uri)
+    killed = client.search_runs([client.get_experiment_by_name("miga").experiment_id])
+    assert len(killed) == 1 and killed[0].info.status == "FAILED"
+
+    resumed = run_experiment(settings, cfg, "tcn", "all", 1, store=store, register=False, progress=False)
+    assert resumed.run_id == killed[0].info.run_id          # the same MLflow run, continued
+    assert sorted(m.step for m in client.get_metric_history(resumed.run_id, "train_ic")) == [1, 2, 3]
+    fresh = run_experiment(settings, cfg, "tcn", "all", 1, store=store, register=False, progress=False)
+    assert fresh.run_id != resumed.run_id
+    for k in ("test_ic", "test_rank_icir", "long_only_ar", "long_short_ir", "valid_ic", "best_epoch"):
+        assert resumed.metrics[k] == fresh.metrics[k], k
