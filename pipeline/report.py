@@ -1,0 +1,177 @@
+"""The paper's Table 1 (ranking metrics) and Table 2 (portfolios) from the MLflow runs.
+
+Rows are models, columns the metrics per stock set and their average; cells are
+"mean (std)" over seeds (std with ddof=1, "-" for a single seed); the best mean of each column
+is in bold. The average column pools every (stock set, seed) value of a model that has runs on
+all the table's stock sets. Only finished runs on one data fingerprint are used (by default that
+of the most recent run), and for a repeated (model, stock set, seed) the latest run counts.
+"""
+from __future__ import annotations
+
+import html as html_lib
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from pipeline.errors import MigaError
+from pipeline.settings import Settings
+
+TABLE1 = (("test_ic", "IC"), ("test_icir", "ICIR"), ("test_rank_ic", "RankIC"),
+          ("test_rank_icir", "RankICIR"))
+TABLE2 = (("long_only_ar", "LO AR"), ("long_only_ir", "LO IR"), ("long_short_ar", "LS AR"),
+          ("long_short_ir", "LS IR"))
+# Paper order and type of each model (Table 1: baselines, SoTA models, MIGA).
+MODEL_ROWS = (("tcn", "TCN", "Baselines"), ("lstm", "LSTM", "Baselines"),
+              ("transformer", "Transformer", "Baselines"), ("mamba", "Mamba", "SoTA models"),
+              ("master", "MASTER", "SoTA models"), ("moderntcn", "ModernTCN", "SoTA models"),
+              ("miga-conv", "MIGA-Conv", "MIGA"), ("miga-rec", "MIGA-Rec", "MIGA"),
+              ("miga-attn", "MIGA-Attn", "MIGA"))
+STOCKSET_ORDER = ("csi300", "csi500", "csi1000", "all")
+AVERAGE = "Average"
+
+
+@dataclass
+class Report:
+    markdown: str
+    html: str
+    runs: pd.DataFrame = field(repr=False)       # one row per run used: model, stockset, seed, metrics
+    data_fingerprint: str = ""
+    run_id: str = ""                             # the MLflow run holding the report artifacts
+
+
+def collect_runs(settings: Settings, experiment: str = "miga",
+                 data_fingerprint: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Finished runs with model/stockset/seed tags as a frame; the fingerprint they share."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.mlflow_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise MigaError(f"no MLflow experiment {experiment!r} at {settings.mlflow_uri}: "
+                        "run `miga train` first")
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=5000)
+    rows = [{"run_id": r.info.run_id, "start": r.info.start_time, "model": r.data.tags["model"],
+             "stockset": r.data.tags["stockset"], "seed": int(r.data.tags["seed"]),
+             "data_fingerprint": r.data.tags.get("data_fingerprint", ""), **r.data.metrics}
+            for r in runs if {"model", "stockset", "seed"} <= set(r.data.tags)]
+    if not rows:
+        raise MigaError(f"experiment {experiment!r} has no finished training runs: run `miga train` first")
+    df = pd.DataFrame(rows)                                        # newest first
+    fp = data_fingerprint or df["data_fingerprint"].iloc[0]
+    df = df[df["data_fingerprint"] == fp]
+    df = df.drop_duplicates(["model", "stockset", "seed"], keep="first")
+    return df.reset_index(drop=True), fp
+
+
+def _stocksets(runs: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(runs["stockset"]))
+    return sorted(present, key=lambda s: (STOCKSET_ORDER.index(s) if s in STOCKSET_ORDER else 99, s))
+
+
+def _models(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    known = [m for m in MODEL_ROWS if m[0] in set(runs["model"])]
+    other = sorted(set(runs["model"]) - {m[0] for m in MODEL_ROWS})
+    return known + [(m, m, "Other") for m in other]
+
+
+def table(runs: pd.DataFrame, metrics) -> pd.DataFrame:
+    """Long frame: model, stockset (incl. Average), metric, mean, std, n (seeds or pooled values)."""
+    sets = _stocksets(runs)
+    out = []
+    for model, _, _ in _models(runs):
+        mr = runs[runs["model"] == model]
+        for key, _ in metrics:
+            pooled = []
+            for s in sets:
+                v = mr.loc[mr["stockset"] == s, key].dropna() if key in mr else pd.Series(dtype=float)
+                if len(v):
+                    out.append((model, s, key, v.mean(), v.std(ddof=1) if len(v) > 1 else math.nan, len(v)))
+                    pooled.append(v)
+            if len(sets) > 1 and len(pooled) == len(sets):
+                v = pd.concat(pooled)
+                out.append((model, AVERAGE, key, v.mean(), v.std(ddof=1) if len(v) > 1 else math.nan, len(v)))
+    return pd.DataFrame(out, columns=["model", "stockset", "metric", "mean", "std", "n"])
+
+
+def _cells(long: pd.DataFrame, runs: pd.DataFrame, metrics, digits: int):
+    """Header and rows of formatted cells, with a bold flag for the best mean of each column."""
+    sets = _stocksets(runs) + ([AVERAGE] if len(_stocksets(runs)) > 1 else [])
+    cols = [(s, k, name) for s in sets for k, name in metrics]
+    best = {}
+    for s, k, _ in cols:
+        sel = long[(long["stockset"] == s) & (long["metric"] == k)]
+        best[(s, k)] = sel["mean"].max() if len(sel) else None
+    header = ["Type", "Model"] + [f"{s} {name}" for s, _, name in cols]
+    rows = []
+    for model, display, kind in _models(runs):
+        cells = [(kind, False), (display, False)]
+        for s, k, _ in cols:
+            sel = long[(long["model"] == model) & (long["stockset"] == s) & (long["metric"] == k)]
+            if sel.empty:
+                cells.append(("", False))
+                continue
+            m, sd = sel["mean"].iloc[0], sel["std"].iloc[0]
+            txt = f"{m:.{digits}f} ({'-' if math.isnan(sd) else f'{sd:.{digits}f}'})"
+            cells.append((txt, best[(s, k)] is not None and m == best[(s, k)]))
+        rows.append(cells)
+    return header, rows
+
+
+def _markdown(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join(f"**{t}**" if b and t else t for t, b in r) + " |")
+    return "\n".join(lines)
+
+
+def _html(header, rows) -> str:
+    h = "".join(f"<th>{html_lib.escape(c)}</th>" for c in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{'<b>' if b else ''}{html_lib.escape(t)}{'</b>' if b else ''}</td>"
+                         for t, b in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build_report(settings: Settings, experiment: str = "miga", data_fingerprint: str | None = None,
+                 log: bool = True) -> Report:
+    """Tables 1 and 2 as markdown and HTML; saved to `settings.reports_dir` and, with `log`,
+    as artifacts of an MLflow run named `report` in `experiment`."""
+    runs, fp = collect_runs(settings, experiment, data_fingerprint)
+    seeds = runs.groupby(["model", "stockset"])["seed"].nunique()
+    intro = (f"{len(runs)} runs of experiment `{experiment}` on data `{fp}`: "
+             f"{runs['model'].nunique()} models x {runs['stockset'].nunique()} stock sets, "
+             f"{seeds.min()}-{seeds.max()} seeds per cell. Cells: mean (std over seeds); "
+             "best mean of each column in bold. AR = annualised excess return (mean daily x 238), "
+             "IR = mean / std x sqrt(238); long-only (LO) against the equal-weighted members, "
+             "long-short (LS) as is.")
+    parts_md, parts_html = [f"# MIGA results\n\n{intro}\n"], [f"<h1>MIGA results</h1><p>{html_lib.escape(intro)}</p>"]
+    for title, metrics, digits in (("Table 1: ranking metrics (test)", TABLE1, 3),
+                                   ("Table 2: portfolios (test)", TABLE2, 2)):
+        header, rows = _cells(table(runs, metrics), runs, metrics, digits)
+        parts_md.append(f"## {title}\n\n{_markdown(header, rows)}\n")
+        parts_html.append(f"<h2>{html_lib.escape(title)}</h2>{_html(header, rows)}")
+    md = "\n".join(parts_md)
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>MIGA results</title>"
+            "<style>table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;"
+            "padding:3px 6px;text-align:right}</style></head><body>"
+            + "".join(parts_html) + "</body></html>")
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / "report.md").write_text(md)
+    (settings.reports_dir / "report.html").write_text(page)
+    runs.to_csv(settings.reports_dir / "report_runs.csv", index=False)
+    run_id = ""
+    if log:
+        import mlflow
+
+        from pipeline import tracking
+
+        exp_id = tracking.setup(settings, experiment)
+        with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
+            mlflow.set_tags({"kind": "report", "data_fingerprint": fp})
+            mlflow.log_metric("runs", len(runs))
+            for name in ("report.md", "report.html", "report_runs.csv"):
+                mlflow.log_artifact(str(settings.reports_dir / name))
+            run_id = run.info.run_id
+    return Report(markdown=md, html=page, runs=runs, data_fingerprint=fp, run_id=run_id)

@@ -1,0 +1,98 @@
+"""The paper-style tables built from runs in a real (sqlite) MLflow store with known metrics."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.errors import MigaError
+
+IC = {("tcn", "csi300"): (0.040, 0.042), ("tcn", "csi500"): (0.030, 0.036),
+      ("miga-conv", "csi300"): (0.050, 0.054), ("miga-conv", "csi500"): (0.022, 0.030)}
+
+
+def _log_run(exp_id, model, stockset, seed, ic, fp="fpA", status="FINISHED"):
+    import mlflow
+
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"{model}/{stockset}/seed{seed}") as r:
+        mlflow.set_tags({"model": model, "stockset": stockset, "seed": str(seed), "data_fingerprint": fp})
+        mlflow.log_metrics({"test_ic": ic, "test_icir": 10 * ic, "test_rank_ic": ic + 0.01,
+                            "test_rank_icir": 10 * ic + 0.1, "long_only_ar": 3 * ic,
+                            "long_only_ir": 30 * ic, "long_short_ar": 20 * ic, "long_short_ir": 100 * ic})
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(r.info.run_id, status)
+
+
+@pytest.fixture
+def store_with_runs(settings):
+    from pipeline import tracking
+
+    exp_id = tracking.setup(settings)
+    _log_run(exp_id, "tcn", "csi300", 0, 0.9)          # superseded by the later seed-0 run below
+    _log_run(exp_id, "miga-conv", "csi300", 0, 0.9, status="FAILED")
+    for (model, s), (a, b) in IC.items():
+        _log_run(exp_id, model, s, 0, a)
+        _log_run(exp_id, model, s, 1, b)
+    _log_run(exp_id, "lstm", "csi300", 0, 0.5, fp="fpOLD")  # other data: left out
+    # the newest run decides the data fingerprint
+    _log_run(exp_id, "tcn", "csi300", 1, IC[("tcn", "csi300")][1])
+    return settings
+
+
+def _row(md_table: str, model: str) -> list[str]:
+    for line in md_table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 1 and cells[1] == model:
+            return cells
+    raise AssertionError(f"no row {model}")
+
+
+def test_tables_mean_std_over_seeds_average_and_bold(store_with_runs):
+    from pipeline.report import build_report
+
+    rep = build_report(store_with_runs)
+    t1 = rep.markdown.split("## Table 1")[1].split("## Table 2")[0]
+    header = [c.strip() for c in t1.splitlines()[2].strip("|").split("|")]
+    assert header[:2] == ["Type", "Model"]
+    assert header[2:6] == ["csi300 IC", "csi300 ICIR", "csi300 RankIC", "csi300 RankICIR"]
+    assert header[10] == "Average IC"
+    tcn, miga = _row(t1, "TCN"), _row(t1, "MIGA-Conv")
+    assert tcn[0] == "Baselines" and miga[0] == "MIGA"
+    # csi300 IC: tcn 0.040/0.042 -> 0.041 (0.001); miga 0.050/0.054 -> 0.052 (0.003), best -> bold
+    assert tcn[2] == "0.041 (0.001)"
+    assert miga[2] == "**0.052 (0.003)**"
+    # csi500: tcn is best
+    assert tcn[6] == "**0.033 (0.004)**" and miga[6] == "0.026 (0.006)"
+    # the average pools both stock sets and both seeds (std over the 4 values)
+    assert tcn[10] == "0.037 (0.005)" and miga[10] == "**0.039 (0.015)**"
+    assert "LSTM" not in t1 and "0.900" not in rep.markdown     # other fingerprint, superseded, failed
+    t2 = rep.markdown.split("## Table 2")[1]
+    assert _row(t2, "MIGA-Conv")[2] == "**0.16 (0.01)**"         # long-only AR = 3 x IC
+    assert rep.data_fingerprint == "fpA" and len(rep.runs) == 8
+    assert re.search(r"<b>0\.052 \(0\.003\)</b>", rep.html)
+
+
+def test_report_is_saved_and_logged(store_with_runs):
+    from mlflow import MlflowClient
+
+    from pipeline.report import build_report
+    from pipeline.tracking import find_cell_run
+
+    settings = store_with_runs
+    rep = build_report(settings)
+    assert (settings.reports_dir / "report.md").read_text() == rep.markdown
+    assert (settings.reports_dir / "report.html").read_text() == rep.html
+    client = MlflowClient(settings.mlflow_uri)
+    run = client.get_run(rep.run_id)
+    assert run.info.run_name == "report"
+    assert {a.path for a in client.list_artifacts(rep.run_id)} >= {"report.md", "report.html"}
+    # the report run is not a training run
+    assert find_cell_run(settings, "tcn", "csi300", 1)["run_id"] != rep.run_id
+    assert len(build_report(settings, log=False).runs) == 8
+
+
+def test_report_without_runs_says_what_to_do(settings):
+    from pipeline.report import build_report
+
+    with pytest.raises(MigaError, match="miga train"):
+        build_report(settings)
