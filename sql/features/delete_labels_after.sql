@@ -1,0 +1,1 @@
+DELETE FROM labels WHERE date > $after

@@ -1,0 +1,1 @@
+SELECT source, last_date, prefix_fp FROM feature_builds WHERE name = $name

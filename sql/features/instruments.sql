@@ -1,0 +1,1 @@
+SELECT DISTINCT instrument FROM prices WHERE date > $after ORDER BY instrument

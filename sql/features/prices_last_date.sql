@@ -1,0 +1,1 @@
+SELECT max(date) FROM prices

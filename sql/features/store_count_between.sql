@@ -1,0 +1,1 @@
+SELECT count(*) FROM features WHERE date BETWEEN $start AND $end

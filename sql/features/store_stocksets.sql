@@ -1,0 +1,1 @@
+SELECT DISTINCT index_name FROM membership ORDER BY index_name

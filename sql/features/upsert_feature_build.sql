@@ -1,0 +1,2 @@
+INSERT OR REPLACE INTO feature_builds
+VALUES ($name, $source, $last_date, $prefix_fp, $rows, $seconds, current_timestamp)
