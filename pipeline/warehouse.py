@@ -53,7 +53,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = Non
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = $t", {"t": table}
-    ).fetchone()[0])
+    ).fetchall()[0][0])
 
 
 def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str, known: tuple[str, ...]) -> str:
@@ -65,5 +65,5 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str, known: tuple[s
         raise ValueError(f"unknown table {table!r}; expected one of {known}")
     if not table_exists(con, table):
         return "absent"
-    n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {table} t").fetchone()
+    n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {table} t").fetchall()[0]
     return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
