@@ -66,18 +66,21 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
 
 def _open_connection(settings: Settings, memory_limit: str) -> duckdb.DuckDBPyConnection:
     # Spill to the home folder (not /tmp) and cap memory: the wide panel is bigger than RAM.
-    return duckdb.connect(str(settings.warehouse), config={
+    con = duckdb.connect(str(settings.warehouse), config={
         "memory_limit": memory_limit, "temp_directory": str(settings.tmp_dir / "duckdb"),
         "preserve_insertion_order": "false"})
+    # DuckDB's own bar shows progress of long scans on a terminal; keep logs clean otherwise.
+    con.execute("SET enable_progress_bar = " + ("true" if sys.stderr.isatty() else "false"))
+    return con
 
 
 def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     """Open `path` as the view src_<table>; unreadable files become DataError."""
     try:
         con.read_parquet(str(path)).create_view(f"src_{table}", replace=True)
-        con.execute(f"SELECT count(*) FROM src_{table}").fetchone()
+        con.execute(f"SELECT count(*) FROM src_{table}").fetchall()[0]
     except duckdb.Error as e:
-        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: "
+        raise DataError(f"{path}: expectation 'readable parquet' failed ({type(e).__name__}: "
                         f"{str(e).splitlines()[0]}). Re-export it as parquet.",
                         file=str(path), expectation="readable parquet") from e
 
@@ -86,7 +89,8 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     try:
         run_sql(con, f"ingest/stage_{table}")
     except duckdb.Error as e:  # e.g. a truncated row group only shows when it is read
-        raise DataError(f"{path}: cannot read its rows ({str(e).splitlines()[0]})",
+        raise DataError(f"{path}: expectation 'readable parquet' failed on its rows "
+                        f"({str(e).splitlines()[0]}). Re-export it as parquet.",
                         file=str(path), expectation="readable parquet") from e
 
 
@@ -103,8 +107,12 @@ def _check_feature_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                         expectation="same feature columns as feature_panel", count=len(diff))
 
 
-def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB") -> IngestReport:
-    """Validate the folder's parquet files and upsert them into the warehouse (atomically)."""
+def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
+           gx: str = "failures") -> IngestReport:
+    """Validate the folder's parquet files and upsert them into the warehouse (atomically).
+
+    Every row is checked by the SQL full scan; GX re-runs the suite on the evidence rows
+    when a file fails (`gx="always"`: also when it passes; `miga validate` does that)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -114,7 +122,7 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB") -> Ing
     paths = {t: data_dir / f for t, f in FILES.items() if t in REQUIRED or (data_dir / f).exists()}
     for t, p in paths.items():
         if not p.is_file():
-            raise DataError(f"{p} is missing: a data folder needs "
+            raise DataError(f"{p}: expectation 'file exists' failed: a data folder needs "
                             f"{', '.join(FILES[t] for t in REQUIRED)} (features.parquet optional)",
                             file=str(p), expectation="file exists")
     settings.ensure()
@@ -128,7 +136,7 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB") -> Ing
             steps.set_description(f"validate {path.name}")
             _source(con, table, path)
             validations.append(validate(con, table, f"src_{table}", f"stage_{table}", str(path),
-                                        settings.reports_dir,
+                                        settings.reports_dir, gx=gx,
                                         prepare=lambda t=table, p=path: _stage(con, t, p)))
             staged[table] = validations[-1].rows
             steps.update()
@@ -140,7 +148,7 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB") -> Ing
                 run_sql(con, f"ingest/{step}_{table}")
             steps.update()
         run_sql(con, "ingest/create_ingest_log")
-        totals = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in paths}
+        totals = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in paths}
         fp = data_fingerprint(con)
         run_sql(con, "ingest/insert_ingest_log", {
             "data_dir": str(data_dir.resolve()), "fingerprint": fp,

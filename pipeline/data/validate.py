@@ -44,6 +44,7 @@ TABLES = ("prices", "membership", "index_prices", "feature_panel")
 EVIDENCE_ROWS = 200      # violating rows per failed expectation handed to GX
 HEAD_ROWS = 500          # plus the table's first rows, so GX also sees clean data
 EXAMPLES = 5             # bad rows quoted in the error message
+GX_FEATURE_COLUMNS = 8   # feature columns whose passing template checks GX re-runs
 
 # DuckDB type -> the dtype name GX reports for the same column in pandas.
 _PANDAS_TYPE = {"VARCHAR": "str", "DOUBLE": "float64", "FLOAT": "float32", "BIGINT": "int64",
@@ -64,14 +65,14 @@ def load_suite(table: str) -> dict:
 
 def expand_suite(suite: dict, columns: list[str]) -> list[dict]:
     """The suite's expectations plus the feature-column templates applied to `columns`."""
-    exps = [dict(e) for e in suite["expectations"]]
+    exps = [{**e, "meta": e.get("meta", {})} for e in suite["expectations"]]
     named = {e["kwargs"].get("column") for e in exps} | {
         c for e in exps for c in e["kwargs"].get("column_list", [])}
     templates = suite.get("meta", {}).get("feature_columns", {}).get("expectations", [])
     for col in columns if templates else []:
         if col not in named:
-            exps += [{"type": t["type"], "kwargs": {"column": col, **t["kwargs"]}, "meta": {}}
-                     for t in templates]
+            exps += [{"type": t["type"], "kwargs": {"column": col, **t["kwargs"]},
+                      "meta": {"feature_template": True}} for t in templates]
     return exps
 
 
@@ -217,7 +218,7 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
     columns = list(types)
     exps = expand_suite(suite, columns)
     params = suite_parameters(suite)
-    rows = con.execute(f"SELECT count(*) FROM {schema_rel}").fetchone()[0]
+    rows = con.execute(f"SELECT count(*) FROM {schema_rel}").fetchall()[0][0]
 
     checks: list[CheckResult | None] = [None] * len(exps)
     for i, e in enumerate(exps):
@@ -236,8 +237,8 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
             if checks[i] is None and e["type"] != "expect_compound_columns_to_be_unique":
                 preds[i] = _predicate(e, f"p{i}", row_types, sql_params, params)
         if preds:
-            aggs = ", ".join(f"count(*) FILTER (WHERE {p})" for p in preds.values())
-            counts = con.execute(f"SELECT {aggs} FROM {rows_rel}", sql_params).fetchone()
+            aggs = ", ".join(f"count_if({p})" for p in preds.values())  # FILTER is ~50x slower here
+            counts = con.execute(f"SELECT {aggs} FROM {rows_rel}", sql_params).fetchall()[0]
             for (i, pred), n in zip(preds.items(), counts):
                 checks[i] = CheckResult(exps[i]["type"], exps[i]["kwargs"], int(n))
                 if n:
@@ -261,7 +262,7 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
 def _unique_check(con, rel: str, exp: dict, columns: list[str]):
     cols = ", ".join(_q(c, columns) for c in exp["kwargs"]["column_list"])
     dup = f"SELECT {cols}, count(*) AS n FROM {rel} GROUP BY ALL HAVING count(*) > 1"
-    n = con.execute(f"SELECT coalesce(sum(n), 0) FROM ({dup})").fetchone()[0]
+    n = con.execute(f"SELECT coalesce(sum(n), 0) FROM ({dup})").fetchall()[0][0]
     res = CheckResult(exp["type"], exp["kwargs"], int(n))
     if not n:
         return res, None
@@ -270,9 +271,23 @@ def _unique_check(con, rel: str, exp: dict, columns: list[str]):
     return res, ev
 
 
-def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: dict,
-           reports_dir: Path) -> Path:
-    """Validate the evidence frame with GX itself; write {verdict, GX result} as JSON."""
+def _gx_selection(exps: list[dict], checks: list[CheckResult]) -> list[dict]:
+    """Expectations GX re-runs on the evidence: all named ones, every failed one, and the
+    feature-column templates of the first `GX_FEATURE_COLUMNS` columns (GX costs ~30 ms per
+    expectation; 626 features x 3 would take a minute, the SQL scan already covered them)."""
+    seen, out = set(), []
+    for e, c in zip(exps, checks):
+        col = e["kwargs"].get("column")
+        if e["meta"].get("feature_template") and c.success:
+            if col not in seen and len(seen) >= GX_FEATURE_COLUMNS:
+                continue
+            seen.add(col)
+        out.append(e)
+    return out
+
+
+def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: dict) -> dict:
+    """Validate the evidence frame with GX itself; returns GX's result as a JSON dict."""
     import great_expectations as gx
 
     frames = []
@@ -282,20 +297,28 @@ def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: di
     frame = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    exps = _gx_selection(gx_input["exps"], result.checks)
     suite = gx.ExpectationSuite(name=result.table, expectations=[
-        {"type": e["type"], "kwargs": e["kwargs"], "meta": e.get("meta", {})} for e in gx_input["exps"]])
+        {"type": e["type"], "kwargs": e["kwargs"], "meta": e["meta"]} for e in exps])
     batch = (ctx.data_sources.add_pandas("miga").add_dataframe_asset(result.table)
              .add_batch_definition_whole_dataframe("evidence")
              .get_batch(batch_parameters={"dataframe": frame}))
     gx_result = batch.validate(suite, expectation_parameters=gx_input["params"])
+    return {"evidence_rows": len(frame), "expectations_run": len(exps),
+            "result": gx_result.to_json_dict()}
+
+
+def write_report(result: TableValidation, gx_part: dict | None, reports_dir: Path) -> Path:
+    """{full-scan verdict per expectation, GX result on the evidence} as one JSON file."""
     report = {
         "table": result.table, "source": result.source, "rows_checked": result.rows,
         "success": result.success, "seconds": round(result.seconds, 3),
         "full_scan": [{"type": c.type, "kwargs": c.kwargs, "success": c.success,
                        "unexpected_count": c.unexpected_count, "observed": c.observed,
                        "examples": c.examples} for c in result.checks],
-        "gx_evidence_rows": len(frame),
-        "gx_result": gx_result.to_json_dict(),
+        "gx_evidence_rows": gx_part["evidence_rows"] if gx_part else 0,
+        "gx_expectations_run": gx_part["expectations_run"] if gx_part else 0,
+        "gx_result": gx_part["result"] if gx_part else None,
     }
     reports_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
@@ -306,11 +329,14 @@ def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: di
 
 def validate(con, table: str, schema_rel: str, rows_rel: str, source: str,
              reports_dir: Path, prepare: Callable[[], None] | None = None,
-             gx_on_success: bool = True) -> TableValidation:
-    """Full-scan verdict + GX report; raises DataError naming the failures."""
+             gx: str = "always") -> TableValidation:
+    """Full-scan verdict, then GX on the evidence (`gx`: "always" or "failures"), a report
+    file either way; raises DataError naming the failures."""
     result, gx_input = check_relation(con, table, schema_rel, rows_rel, source, prepare)
-    if gx_on_success or not result.success:
-        result.report = run_gx(con, result, gx_input, reports_dir)
+    t0 = time.perf_counter()
+    gx_part = run_gx(con, result, gx_input) if gx == "always" or not result.success else None
+    result.seconds += time.perf_counter() - t0
+    result.report = write_report(result, gx_part, reports_dir)
     log.info("validated %s", result)
     result.raise_if_failed()
     return result

@@ -1,0 +1,109 @@
+"""Ingest of good data folders: tables, types, idempotence, incremental days, feature panel, log."""
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data.ingest import data_fingerprint, ingest
+from pipeline.data.synth import SynthSpec, write_synthetic
+from pipeline.settings import Settings
+from pipeline.warehouse import connect
+
+TABLES = ("prices", "membership", "index_prices", "feature_panel")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_synthetic(tmp_path_factory.mktemp("data"),
+                           SynthSpec(n_stocks=30, n_days=80, seed=2, n_features=6))
+
+
+def snapshot(settings: Settings) -> dict[str, pd.DataFrame]:
+    """Every input table, sorted, so contents compare regardless of row order."""
+    con = connect(settings.warehouse, read_only=True)
+    try:
+        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").df() for t in TABLES if t in names}
+    finally:
+        con.close()
+
+
+def split_by_date(src, dst, last_day) -> None:
+    """A copy of folder `src` holding only days <= last_day (membership/index too)."""
+    dst.mkdir()
+    for name, col in (("daily", "date"), ("index", "date"), ("features", "date"),
+                      ("membership", "start_date")):
+        t = pq.read_table(src / f"{name}.parquet").to_pandas()
+        pq.write_table(pa.Table.from_pandas(t[t[col] <= last_day], preserve_index=False),
+                       dst / f"{name}.parquet")
+
+
+def test_ingest_creates_typed_tables(settings, folder):
+    report = ingest(settings, folder)
+    daily_rows = pq.read_metadata(folder / "daily.parquet").num_rows
+    assert report.staged["prices"] == report.totals["prices"] == daily_rows
+    assert "prices" in str(report) and report.fingerprint
+    con = connect(settings.warehouse, read_only=True)
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'prices'").fetchall())
+    assert types["date"] == "DATE" and types["volume"] == "BIGINT" and types["close"] == "DOUBLE"
+    assert con.execute("SELECT count(*) FROM feature_panel").fetchone()[0] == daily_rows
+    cols = [r[0] for r in con.execute("DESCRIBE feature_panel").fetchall()]
+    assert cols == ["date", "instrument"] + [f"f{j:04d}" for j in range(6)]
+    log = con.execute("SELECT data_dir, prices_rows, fingerprint FROM ingest_log").fetchall()
+    assert log == [(str(folder.resolve()), daily_rows, report.fingerprint)]
+    assert data_fingerprint(con) == report.fingerprint
+    con.close()
+    assert list(settings.reports_dir.glob("validation-prices-*.json"))
+
+
+def test_same_folder_twice_gives_same_tables(settings, folder):
+    first = ingest(settings, folder)
+    before = snapshot(settings)
+    second = ingest(settings, folder)
+    after = snapshot(settings)
+    assert first.fingerprint == second.fingerprint
+    for t in TABLES:
+        pd.testing.assert_frame_equal(before[t], after[t])
+
+
+def test_later_days_are_added(settings, folder, tmp_path):
+    dates = pd.read_parquet(folder / "daily.parquet", columns=["date"])["date"].unique()
+    early = tmp_path / "early"
+    split_by_date(folder, early, dates[59])
+    ingest(settings, early)
+    fp_early = ingest(settings, early).fingerprint
+    con = connect(settings.warehouse, read_only=True)
+    assert con.execute("SELECT max(date) FROM prices").fetchone()[0] == pd.Timestamp(dates[59]).date()
+    con.close()
+    full = ingest(settings, folder)
+    assert full.fingerprint != fp_early
+    incremental = snapshot(settings)
+
+    fresh = Settings.from_env(tmp_path / "fresh").ensure()
+    ingest(fresh, folder)
+    at_once = snapshot(fresh)
+    for t in TABLES:
+        pd.testing.assert_frame_equal(incremental[t], at_once[t])
+
+
+def test_features_file_is_optional(settings, folder, tmp_path):
+    no_feats = tmp_path / "nofeat"
+    no_feats.mkdir()
+    for f in ("daily", "membership", "index"):
+        (no_feats / f"{f}.parquet").write_bytes((folder / f"{f}.parquet").read_bytes())
+    report = ingest(settings, no_feats)
+    assert "feature_panel" not in report.totals
+    assert "feature_panel" not in snapshot(settings)
+
+
+def test_fingerprint_follows_content(settings, folder):
+    ingest(settings, folder)
+    con = duckdb.connect(str(settings.warehouse))
+    fp = data_fingerprint(con)
+    con.execute("UPDATE prices SET close = close * 1.01 WHERE instrument = (SELECT min(instrument) FROM prices)")
+    assert data_fingerprint(con) != fp
+    con.close()
