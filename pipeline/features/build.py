@@ -69,7 +69,7 @@ def build_features(settings, config=None, force: bool = False,
             if not table_exists(con, t):
                 raise MigaError(f"warehouse table {t} is missing: run `miga ingest` first")
         run_sql(con, "features/create_feature_builds")
-        last = run_sql(con, "features/prices_last_date").fetchone()[0]
+        last = run_sql(con, "features/prices_last_date").fetchall()[0][0]
         if last is None:
             raise MigaError("table prices is empty: nothing to build features from")
         summary = FeatureBuildSummary()
@@ -81,14 +81,20 @@ def build_features(settings, config=None, force: bool = False,
         con.close()
 
 
+def _first(cur):
+    """First row or None, consuming the result (DuckDB 2.0 refuses new work on an unfinished one)."""
+    rows = cur.fetchall()
+    return rows[0] if rows else None
+
+
 def _prefix_fp(con, until) -> str:
-    n, h = run_sql(con, "features/prices_prefix_fingerprint", {"until": until}).fetchone()
+    n, h = run_sql(con, "features/prices_prefix_fingerprint", {"until": until}).fetchall()[0]
     return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def _plan(con, name: str, source: str, last, force: bool) -> tuple[str, date]:
     """("unchanged" | "extend" | "rebuild", dates after which to compute)."""
-    row = run_sql(con, "features/get_feature_build", {"name": name}).fetchone()
+    row = _first(run_sql(con, "features/get_feature_build", {"name": name}))
     if force or row is None or row[0] != source or not table_exists(con, name):
         return "rebuild", EPOCH
     _, built_last, fp = row
@@ -106,20 +112,20 @@ def _record(con, name, source, last, rows, seconds) -> None:
 
 
 def _table_type(con, name: str) -> str | None:
-    row = run_sql(con, "features/table_type", {"name": name}).fetchone()
+    row = _first(run_sql(con, "features/table_type", {"name": name}))
     return row[0] if row else None
 
 
 def _count(con, table: str) -> int:
     if table not in _TARGETS + ("market_features",):
         raise ValueError(table)
-    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
 def _features(con, last, force, batch_stocks, summary) -> None:
     t0 = time.perf_counter()
     if table_exists(con, "feature_panel"):
-        row = run_sql(con, "features/get_feature_build", {"name": "features"}).fetchone()
+        row = _first(run_sql(con, "features/get_feature_build", {"name": "features"}))
         if not force and row and row[0] == "feature_panel" and _table_type(con, "features") == "VIEW":
             summary.add("features", "unchanged (feature_panel)", 0, 0.0)
             return
@@ -174,7 +180,7 @@ def _labels(con, last, force, summary) -> None:
         con.execute("CREATE OR REPLACE TABLE labels AS " + query, {"after": EPOCH})
         rows = _count(con, "labels")
     else:
-        after = run_sql(con, "features/label_recompute_from", {"last_date": built_last}).fetchone()[0]
+        after = run_sql(con, "features/label_recompute_from", {"last_date": built_last}).fetchall()[0][0]
         con.execute("BEGIN TRANSACTION")
         run_sql(con, "features/delete_labels_after", {"after": after})
         before = _count(con, "labels")
@@ -191,7 +197,7 @@ def _market(con, last, force, summary) -> None:
     t0 = time.perf_counter()
     from pipeline.warehouse import table_fingerprint
     fp = table_fingerprint(con, "index_prices", ("index_prices",)) + "|" + _prefix_fp(con, last)
-    row = run_sql(con, "features/get_feature_build", {"name": "market_features"}).fetchone()
+    row = _first(run_sql(con, "features/get_feature_build", {"name": "market_features"}))
     if not force and row and row[2] == fp and table_exists(con, "market_features"):
         summary.add("market_features", "unchanged", 0, 0.0)
         return

@@ -19,7 +19,7 @@ from pipeline.errors import MigaError
 from pipeline.features.build import build_features, open_warehouse
 from pipeline.normalize import apply_robust, fit_robust
 from pipeline.store import FIT_SAMPLE_ROWS, StoreWriter, TensorStore, _seg_dict, _stats_dict
-from pipeline.warehouse import SQL_DIR, run_sql, table_exists, table_fingerprint
+from pipeline.warehouse import SQL_DIR, run_sql, sql_text, table_exists, table_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def build_store_from_warehouse(settings, config, force: bool = False) -> TensorS
     return TensorStore(root)
 
 
+def _rel(con, name: str, params: dict | None = None):
+    """A relation on `sql/<name>.sql`: Arrow output without the DB-API result's extra copy."""
+    return con.sql(sql_text(name), params=params or None)
+
+
 def _pairs(con, name: str, params: dict | None = None):
     cols = run_sql(con, name, params).fetchnumpy()
     return [np.asarray(v) for v in cols.values()]
@@ -112,7 +117,7 @@ def _write(con, root, fp: str, config) -> None:
         members[s] = m
 
     train = (dates >= np.datetime64(seg["train"][0], "D")) & (dates <= np.datetime64(seg["train"][1], "D"))
-    mk = run_sql(con, "features/store_market").to_arrow_table()
+    mk = _rel(con, "features/store_market").to_arrow_table()
     market_names = mk.column_names[1:]
     market = np.full((days, len(market_names)), np.nan, np.float32)
     if mk.num_rows:
@@ -124,15 +129,15 @@ def _write(con, root, fp: str, config) -> None:
 
     # Normalisation: fitted on train-segment rows only (hash sample, deterministic).
     a, b = seg["train"]
-    n_train = run_sql(con, "features/store_count_between", {"start": a, "end": b}).fetchone()[0]
+    n_train = run_sql(con, "features/store_count_between", {"start": a, "end": b}).fetchall()[0][0]
     every = max(1, n_train // FIT_SAMPLE_ROWS)
-    sample = run_sql(con, "features/store_fit_sample", {"start": a, "end": b, "every": every}).to_arrow_table()
+    sample = _rel(con, "features/store_fit_sample", {"start": a, "end": b, "every": every}).to_arrow_table()
     feature_names = sample.column_names
     med, scale = fit_robust(_to_matrix(sample, feature_names))
     log.info("normalisation fitted on %d train rows (1 in %d)", sample.num_rows, every)
 
     writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window)
-    reader = run_sql(con, "features/store_features").to_arrow_reader(BATCH_ROWS)
+    reader = _rel(con, "features/store_features").to_arrow_reader(BATCH_ROWS)
     rows = 0
     for batch in reader:
         di = batch.column(0).to_numpy()

@@ -44,7 +44,7 @@ def hand_made_prices(n_stocks=4, n_days=150, seed=0) -> pd.DataFrame:
         amount = vol * (open_ + high + low + close) / 4 * rng.uniform(0.99, 1.01, n_days)
         traded = np.ones(n_days, bool)
         if s == 0:
-            traded[[20, 21, 22, 90]] = False  # suspensions
+            traded[[d for d in (20, 21, 22, 90) if d < n_days]] = False  # suspensions
         if s == 3:
             traded[:25] = False  # listed later
         for i in np.flatnonzero(traded):
