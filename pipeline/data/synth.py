@@ -166,10 +166,10 @@ def _trading_mask(rng, days: int, n: int) -> np.ndarray:
     traded = np.ones((days, n), dtype=bool)
     late = rng.random(n) < 0.05
     for i in np.nonzero(late)[0]:
-        traded[: rng.integers(20, days // 2), i] = False
+        traded[: rng.integers(days // 8, days // 2), i] = False
     early = (rng.random(n) < 0.05) & ~late
     for i in np.nonzero(early)[0]:
-        traded[rng.integers(days // 2, days - 20):, i] = False
+        traded[rng.integers(days // 2, days - days // 8):, i] = False
     # Suspensions: ~0.1% chance a day starts one, lasting 1-20 days.
     starts = np.argwhere(rng.random((days, n)) < 0.001)
     lengths = rng.integers(1, 21, len(starts))

@@ -286,6 +286,18 @@ def _gx_selection(exps: list[dict], checks: list[CheckResult]) -> list[dict]:
     return out
 
 
+def _multiset_union(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Union of row subsets of one table, each row kept max(times it occurs in a frame):
+    a row in both the head and the violations appears once, but the two copies of a
+    duplicated key stay two (GX must still see the duplicate)."""
+    tagged = []
+    for f in frames:
+        h = pd.util.hash_pandas_object(f, index=False)
+        tagged.append(f.assign(__h=h.to_numpy(), __k=h.groupby(h).cumcount().to_numpy()))
+    out = pd.concat(tagged, ignore_index=True).drop_duplicates(["__h", "__k"])
+    return out.drop(columns=["__h", "__k"]).reset_index(drop=True)
+
+
 def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: dict) -> dict:
     """Validate the evidence frame with GX itself; returns GX's result as a JSON dict."""
     import great_expectations as gx
@@ -294,7 +306,7 @@ def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: di
     for ev in gx_input["evidence"]:
         sql, params = ev if isinstance(ev, tuple) else (ev, {})
         frames.append(con.execute(sql, params).df())
-    frame = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    frame = _multiset_union(frames)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     exps = _gx_selection(gx_input["exps"], result.checks)
@@ -354,6 +366,9 @@ def validate_warehouse(settings: Settings) -> WarehouseValidation:
     """Run every suite over its warehouse table (feature_panel only when present)."""
     from pipeline.warehouse import connect, table_exists
 
+    if not settings.warehouse.exists():
+        raise DataError(f"no warehouse at {settings.warehouse}: run `miga ingest --data DIR` first",
+                        file=str(settings.warehouse))
     con = connect(settings.warehouse, read_only=True)
     try:
         out = []
