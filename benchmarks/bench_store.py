@@ -1,0 +1,47 @@
+"""Tensor store build time and size for the shared data.
+
+    .venv/bin/python benchmarks/bench_store.py [--home /tmp/miga-bench]
+
+Needs the warehouse of --home with features built (benchmarks/bench_features.py makes it).
+Prints build time, peak RSS, size on disk and the store's description, then the time of a
+second `build_store` (a no-op: same fingerprint).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.store import build_store  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", default="/tmp/miga-bench")
+    ap.add_argument("--config", default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = Settings.from_env(args.home).ensure()
+    config = load_config(args.config)
+    t = time.perf_counter()
+    store = build_store(settings, config, force=True)
+    build = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    size = sum(p.stat().st_size for p in store.root.iterdir()) / 2**30
+    print(store.describe())
+    print(f"STORE BUILD: {build:.1f} s, peak RSS {rss:.2f} GB, {size:.2f} GiB on disk")
+    t = time.perf_counter()
+    build_store(settings, config)
+    print(f"second build_store (unchanged inputs): {time.perf_counter() - t:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
