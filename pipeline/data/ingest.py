@@ -45,12 +45,15 @@ class IngestReport:
     validations: list[TableValidation] = field(default_factory=list)
     fingerprint: str = ""
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)   # step -> seconds
 
     def __str__(self) -> str:
         lines = [f"ingested {self.data_dir} in {self.seconds:.1f} s (fingerprint {self.fingerprint})"]
         for t, n in self.staged.items():
             lines.append(f"  {t:<14} {n:>11,} rows in file  -> {self.totals[t]:>11,} rows in table")
         lines += [f"  validated: {v}" for v in self.validations]
+        if self.timings:
+            lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()))
         return "\n".join(lines)
 
 
@@ -129,6 +132,15 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
     con = _open_connection(settings, memory_limit)
     steps = tqdm(total=2 * len(paths) + 1, desc="ingest", unit="step", file=sys.stderr,
                  disable=None, leave=False)
+    timings: dict[str, float] = {}
+    lap = time.perf_counter()
+
+    def mark(step: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        timings[step] = now - lap
+        lap = now
+
     try:
         con.execute("BEGIN TRANSACTION")
         validations, staged = [], {}
@@ -140,6 +152,7 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
                                         prepare=lambda t=table, p=path: _stage(con, t, p)))
             staged[table] = validations[-1].rows
             steps.update()
+        mark("stage+validate")
         for table, path in paths.items():
             steps.set_description(f"load {table}")
             if table == "feature_panel":
@@ -147,13 +160,16 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
             for step in ("create", "delete", "insert"):
                 run_sql(con, f"ingest/{step}_{table}")
             steps.update()
+        mark("upsert")
         run_sql(con, "ingest/create_ingest_log")
         totals = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in paths}
         fp = data_fingerprint(con)
         run_sql(con, "ingest/insert_ingest_log", {
             "data_dir": str(data_dir.resolve()), "fingerprint": fp,
             **{f"{t}_rows": totals.get(t) for t in INPUT_TABLES}})
+        mark("fingerprint")
         con.execute("COMMIT")
+        mark("commit")
         steps.update()
     except BaseException:
         try:
@@ -164,6 +180,7 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
     finally:
         steps.close()
         con.close()
-    report = IngestReport(data_dir, staged, totals, validations, fp, time.perf_counter() - t0)
+    report = IngestReport(data_dir, staged, totals, validations, fp, time.perf_counter() - t0,
+                          timings)
     log.info("%s", report)
     return report

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,13 +302,18 @@ def _multiset_union(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: dict) -> dict:
     """Validate the evidence frame with GX itself; returns GX's result as a JSON dict."""
     import great_expectations as gx
+    from great_expectations.data_context.types.base import (DataContextConfig,
+                                                            InMemoryStoreBackendDefaults)
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # INFO per call otherwise
     frames = []
     for ev in gx_input["evidence"]:
         sql, params = ev if isinstance(ev, tuple) else (ev, {})
         frames.append(con.execute(sql, params).df())
     frame = _multiset_union(frames)
-    ctx = gx.get_context(mode="ephemeral")
+    # In memory, and no temporary docs site written to /tmp (nothing outside the home folder).
+    ctx = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)))
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     exps = _gx_selection(gx_input["exps"], result.checks)
     suite = gx.ExpectationSuite(name=result.table, expectations=[
@@ -369,10 +375,12 @@ def validate_warehouse(settings: Settings) -> WarehouseValidation:
     if not settings.warehouse.exists():
         raise DataError(f"no warehouse at {settings.warehouse}: run `miga ingest --data DIR` first",
                         file=str(settings.warehouse))
+    from tqdm import tqdm
+
     con = connect(settings.warehouse, read_only=True)
     try:
         out = []
-        for table in TABLES:
+        for table in tqdm(TABLES, desc="validate", file=sys.stderr, disable=None, leave=False):
             if not table_exists(con, table):
                 if table == "feature_panel":
                     continue
