@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.metrics import ic_metrics
-from pipeline.predict import CHAMPION, champion_version, resolve_device, score_days
+from pipeline.predict import CHAMPION, champion_version, score_days
 from pipeline.settings import Settings
 
 WINDOW_DAYS = 60
@@ -65,6 +65,7 @@ def recent_window(store, stockset: str, n_days: int = WINDOW_DAYS, window: int =
 
 def window_ic(settings: Settings, config: Config, store, run_id: str, stockset: str, days) -> float:
     from pipeline.experiment import load_run_model
+    from pipeline.train import resolve_device
 
     model = load_run_model(settings, run_id)
     df = score_days(model, store, stockset, days, config.data.window, resolve_device(config.train.device))

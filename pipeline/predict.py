@@ -17,40 +17,19 @@ from pipeline.settings import Settings
 CHAMPION = "champion"
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def score_days(model, store, stockset: str, days, window: int, device: str = "cpu",
+def score_days(model, store, stockset: str, days, window: int, device="cpu",
                batch_days: int = 16) -> pd.DataFrame:
     """Scores of `model` for the members of `stockset` on the given store day indices.
 
     Returns date, instrument, score, label (NaN where the label is not known yet).
     """
-    import torch
-
     from pipeline.loader import DayLoader
+    from pipeline.train import predict
 
     loader = DayLoader(store, "test", stockset, batch_days=batch_days, window=window,
                        device=device, days=np.asarray(days, dtype=np.int64))
-    model = model.to(device).eval()
-    parts = []
-    with torch.no_grad():
-        for b in loader:
-            scores, _ = model(b.x, b.mask, b.market if getattr(model, "needs_market", False) else None)
-            m = b.mask.cpu().numpy()
-            d = np.broadcast_to(b.day_idx.cpu().numpy()[:, None], m.shape)[m]
-            i = b.inst_idx.cpu().numpy()[m]
-            parts.append(pd.DataFrame({
-                "date": store.dates[d], "instrument": store.instruments[i],
-                "score": scores.float().cpu().numpy()[m], "label": b.y.float().cpu().numpy()[m]}))
-    if not parts:
-        return pd.DataFrame(columns=["date", "instrument", "score", "label"])
-    return pd.concat(parts, ignore_index=True)
+    df = predict(model.to(device), loader, device, store=store)
+    return df[["date", "instrument", "score", "label"]]
 
 
 def latest_day(store, stockset: str) -> int:
@@ -104,6 +83,7 @@ def predict_next_day(settings: Settings, config: Config, models: list[str]) -> d
 
     from pipeline.experiment import load_run_model
     from pipeline.store import open_store
+    from pipeline.train import resolve_device
 
     store = open_store(settings, config)
     client = MlflowClient(settings.mlflow_uri)
