@@ -6,5 +6,6 @@ CREATE TABLE IF NOT EXISTS ingest_log (
     membership_rows BIGINT,
     index_prices_rows BIGINT,
     feature_panel_rows BIGINT,
+    feature_panel_fingerprint VARCHAR,  -- content hash of the wide panel, scanned once here
     fingerprint VARCHAR NOT NULL
 )

@@ -1,4 +1,4 @@
 INSERT INTO ingest_log VALUES (
     now()::TIMESTAMP, $data_dir, $prices_rows, $membership_rows, $index_prices_rows,
-    $feature_panel_rows, $fingerprint
+    $feature_panel_rows, $feature_panel_fingerprint, $fingerprint
 )

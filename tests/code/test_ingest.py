@@ -107,3 +107,20 @@ def test_fingerprint_follows_content(settings, folder):
     con.execute("UPDATE prices SET close = close * 1.01 WHERE instrument = (SELECT min(instrument) FROM prices)")
     assert data_fingerprint(con) != fp
     con.close()
+
+
+def test_fingerprint_follows_feature_values(settings, folder, tmp_path):
+    first = ingest(settings, folder).fingerprint
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for f in ("daily", "membership", "index"):
+        (changed / f"{f}.parquet").write_bytes((folder / f"{f}.parquet").read_bytes())
+    feats = pq.read_table(folder / "features.parquet").to_pandas()
+    feats.loc[feats.index[7], "f0003"] += 1.0
+    pq.write_table(pa.Table.from_pandas(feats, preserve_index=False), changed / "features.parquet")
+    second = ingest(settings, changed).fingerprint
+    assert second != first
+    con = connect(settings.warehouse, read_only=True)
+    assert data_fingerprint(con) == second      # read back without rescanning the panel
+    con.close()
+    assert ingest(settings, folder).fingerprint == first
