@@ -4,7 +4,7 @@ Why two engines. GX's SQL datasource does not work on DuckDB (STACK-NOTES) and G
 would need the whole panel in memory (7.25M rows, or 2.5M x 626 features), so:
 
 1. The JSON suite is the single source of truth. Each expectation is compiled to a SQL
-   predicate that marks a violating row (`_PREDICATES`); one aggregate query per table
+   predicate that marks a violating row (`pipeline.data.checks.predicate`); one aggregate query per table
    counts the violations of every expectation over **every row** (DuckDB, out of core).
    Table-level expectations (columns exist, types, row count) read DuckDB's schema of the
    source (the parquet file's own types), before anything is cast. An expectation type
@@ -28,77 +28,23 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import duckdb
 import pandas as pd
 
+from pipeline.data.checks import (EVIDENCE_ROWS, EXAMPLES, SCHEMA_TYPES, TABLES, CheckResult,
+                                  expand_suite, load_suite, predicate, schema_check,
+                                  suite_parameters, unique_check)
 from pipeline.errors import DataError
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SUITE_DIR = Path(__file__).resolve().parents[2] / "expectations"
-TABLES = ("prices", "membership", "index_prices", "feature_panel")
-EVIDENCE_ROWS = 200      # violating rows per failed expectation handed to GX
 HEAD_ROWS = 500          # plus the table's first rows, so GX also sees clean data
-EXAMPLES = 5             # bad rows quoted in the error message
 GX_FEATURE_COLUMNS = 8   # feature columns whose passing template checks GX re-runs
-
-# DuckDB type -> the dtype name GX reports for the same column in pandas.
-_PANDAS_TYPE = {"VARCHAR": "str", "DOUBLE": "float64", "FLOAT": "float32", "BIGINT": "int64",
-                "INTEGER": "int32", "SMALLINT": "int16", "TINYINT": "int8", "BOOLEAN": "bool",
-                "UBIGINT": "uint64", "UINTEGER": "uint32", "DATE": "datetime64[us]",
-                "TIMESTAMP": "datetime64[us]", "TIMESTAMP_MS": "datetime64[ms]",
-                "TIMESTAMP_NS": "datetime64[ns]", "TIMESTAMP_S": "datetime64[s]"}
-_SCHEMA_TYPES = ("expect_table_row_count_to_be_between", "expect_column_to_exist",
-                 "expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type")
-
-
-def load_suite(table: str) -> dict:
-    """The suite JSON of `table` (a plain dict as GX writes it)."""
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
-    return json.loads((SUITE_DIR / f"{table}.json").read_text())
-
-
-def expand_suite(suite: dict, columns: list[str]) -> list[dict]:
-    """The suite's expectations plus the feature-column templates applied to `columns`."""
-    exps = [{**e, "meta": e.get("meta", {})} for e in suite["expectations"]]
-    named = {e["kwargs"].get("column") for e in exps} | {
-        c for e in exps for c in e["kwargs"].get("column_list", [])}
-    templates = suite.get("meta", {}).get("feature_columns", {}).get("expectations", [])
-    for col in columns if templates else []:
-        if col not in named:
-            exps += [{"type": t["type"], "kwargs": {"column": col, **t["kwargs"]},
-                      "meta": {"feature_template": True}} for t in templates]
-    return exps
-
-
-def suite_parameters(suite: dict) -> dict:
-    """`$PARAMETER` values: the suite's own (dates as Timestamps, which GX on pandas needs)."""
-    params = {k: pd.Timestamp(v) for k, v in suite.get("meta", {}).get("parameters", {}).items()}
-    params["today"] = pd.Timestamp(dt.date.today())
-    return params
-
-
-@dataclass
-class CheckResult:
-    type: str
-    kwargs: dict
-    unexpected_count: int
-    observed: object = None
-    examples: list = field(default_factory=list)
-
-    @property
-    def success(self) -> bool:
-        return self.unexpected_count == 0
-
-    def describe(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-        return f"{self.type}({args})"
 
 
 @dataclass
@@ -143,67 +89,6 @@ class TableValidation:
                         examples=first.examples, report=str(self.report) if self.report else None)
 
 
-def _q(col: str, columns: list[str]) -> str:
-    """A column name as a quoted identifier; only names the relation really has."""
-    if col not in columns:
-        raise KeyError(col)
-    return '"' + col.replace('"', '""') + '"'
-
-
-def _between(col, kw, p, params, suite_params, floaty):
-    cond = []
-    for bound, op, strict_op, key in (("min_value", "<", "<=", "strict_min"),
-                                      ("max_value", ">", ">=", "strict_max")):
-        v = kw.get(bound)
-        if v is None:
-            continue
-        if isinstance(v, dict):
-            v = suite_params[v["$PARAMETER"]]
-        params[f"{p}_{bound}"] = v
-        cond.append(f"{col} {strict_op if kw.get(key) else op} ${p}_{bound}")
-    nan = f" AND NOT isnan({col})" if floaty else ""
-    return f"{col} IS NOT NULL{nan} AND ({' OR '.join(cond) or 'false'})"
-
-
-def _predicate(exp: dict, p: str, types: dict, params: dict, suite_params: dict) -> str:
-    """SQL that is true on a row violating a map expectation (GX pandas semantics)."""
-    t, kw = exp["type"], exp["kwargs"]
-    columns = list(types)
-    if t == "expect_column_values_to_not_be_null":
-        col = _q(kw["column"], columns)
-        return f"{col} IS NULL" + (f" OR isnan({col})" if types[kw["column"]] in ("DOUBLE", "FLOAT") else "")
-    if t == "expect_column_values_to_be_between":
-        return _between(_q(kw["column"], columns), kw, p, params, suite_params,
-                        types[kw["column"]] in ("DOUBLE", "FLOAT"))
-    if t == "expect_column_values_to_be_in_set":
-        col = _q(kw["column"], columns)
-        params[f"{p}_set"] = list(kw["value_set"])
-        return f"{col} IS NOT NULL AND NOT list_contains(${p}_set, {col})"
-    if t == "expect_column_pair_values_a_to_be_greater_than_b":
-        a, b = _q(kw["column_A"], columns), _q(kw["column_B"], columns)
-        op = ">=" if kw.get("or_equal") else ">"
-        return f"{a} IS NOT NULL AND {b} IS NOT NULL AND NOT ({a} {op} {b})"
-    raise ValueError(f"expectation type {t!r} has no SQL mapping in pipeline/data/validate.py")
-
-
-def _schema_check(exp: dict, types: dict, rows: int) -> CheckResult:
-    t, kw = exp["type"], exp["kwargs"]
-    if t == "expect_table_row_count_to_be_between":
-        lo, hi = kw.get("min_value"), kw.get("max_value")
-        bad = (lo is not None and rows < lo) or (hi is not None and rows > hi)
-        return CheckResult(t, kw, int(bad), observed=rows if bad else None)
-    col = kw["column"]
-    if t == "expect_column_to_exist":
-        return CheckResult(t, kw, int(col not in types), observed="missing" if col not in types else None)
-    if col not in types:  # reported by expect_column_to_exist
-        return CheckResult(t, kw, 0)
-    duck = types[col]
-    observed = _PANDAS_TYPE.get(duck, duck.lower())
-    allowed = kw["type_list"] if t.endswith("type_list") else [kw["type_"]]
-    ok = observed in allowed
-    return CheckResult(t, kw, int(not ok), observed=None if ok else f"{observed} ({duck})")
-
-
 def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, rows_rel: str,
                    source: str, prepare: Callable[[], None] | None = None) -> tuple[TableValidation, dict]:
     """Run `table`'s suite: schema checks on `schema_rel`, row checks on `rows_rel` (both
@@ -223,8 +108,8 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
 
     checks: list[CheckResult | None] = [None] * len(exps)
     for i, e in enumerate(exps):
-        if e["type"] in _SCHEMA_TYPES:
-            checks[i] = _schema_check(e, types, rows)
+        if e["type"] in SCHEMA_TYPES:
+            checks[i] = schema_check(e, types, rows)
     schema_ok = all(c.success for c in checks if c is not None)
     evidence = [f"(SELECT * FROM {schema_rel} LIMIT {HEAD_ROWS})"]
     if schema_ok and rows > 0:
@@ -236,7 +121,7 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
         sql_params: dict = {}
         for i, e in enumerate(exps):
             if checks[i] is None and e["type"] != "expect_compound_columns_to_be_unique":
-                preds[i] = _predicate(e, f"p{i}", row_types, sql_params, params)
+                preds[i] = predicate(e, f"p{i}", row_types, sql_params, params)
         if preds:
             aggs = ", ".join(f"count_if({p})" for p in preds.values())  # FILTER is ~50x slower here
             counts = con.execute(f"SELECT {aggs} FROM {rows_rel}", sql_params).fetchall()[0]
@@ -250,7 +135,7 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
                     evidence.append((f"({sel} LIMIT {EVIDENCE_ROWS})", mine))
         for i, e in enumerate(exps):
             if e["type"] == "expect_compound_columns_to_be_unique":
-                checks[i], ev = _unique_check(con, rows_rel, e, columns)
+                checks[i], ev = unique_check(con, rows_rel, e, columns)
                 if ev:
                     evidence.append(ev)
     for i, e in enumerate(exps):  # row checks skipped: the schema is already wrong
@@ -258,18 +143,6 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
             checks[i] = CheckResult(e["type"], e["kwargs"], 0, observed=None)
     result = TableValidation(table, source, rows, checks, time.perf_counter() - t0)
     return result, {"exps": exps, "params": params, "evidence": evidence}
-
-
-def _unique_check(con, rel: str, exp: dict, columns: list[str]):
-    cols = ", ".join(_q(c, columns) for c in exp["kwargs"]["column_list"])
-    dup = f"SELECT {cols}, count(*) AS n FROM {rel} GROUP BY ALL HAVING count(*) > 1"
-    n = con.execute(f"SELECT coalesce(sum(n), 0) FROM ({dup})").fetchall()[0][0]
-    res = CheckResult(exp["type"], exp["kwargs"], int(n))
-    if not n:
-        return res, None
-    res.examples = con.execute(f"{dup} LIMIT {EXAMPLES}").df().to_dict("records")
-    ev = f"(SELECT r.* FROM {rel} r SEMI JOIN ({dup} LIMIT {EVIDENCE_ROWS // 2}) d USING ({cols}))"
-    return res, ev
 
 
 def _gx_selection(exps: list[dict], checks: list[CheckResult]) -> list[dict]:
