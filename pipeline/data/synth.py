@@ -27,6 +27,7 @@ late listings and early delistings, and one cap-weighted index series per set.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,6 +287,8 @@ def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
     f0000..f0004 are the (noisy) signal inputs named in `INFORMATIVE`; the rest is noise.
     Chunks are drawn from their own seeded generator, so memory stays ~rows_per_group x D.
     """
+    from tqdm import tqdm
+
     d = spec.n_features
     names = [f"f{j:04d}" for j in range(d)]
     ti, si = np.nonzero(panel.traded)
@@ -296,7 +299,9 @@ def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
                        + [(c, pa.float32()) for c in names])
     # Noise does not compress: writing it uncompressed is ~2x faster at the same size.
     with pq.ParquetWriter(path, schema, compression="none", use_dictionary=["instrument"]) as writer:
-        for k, lo in enumerate(range(0, len(ti), rows_per_group)):
+        starts = range(0, len(ti), rows_per_group)
+        for k, lo in enumerate(tqdm(starts, desc="features.parquet", unit="group", file=sys.stderr,
+                                    disable=None, leave=False)):
             t, s = ti[lo:lo + rows_per_group], si[lo:lo + rows_per_group]
             rng = np.random.default_rng([spec.seed, 7, k])
             block = rng.standard_normal((len(t), d), dtype=np.float32)   # (rows, D)
