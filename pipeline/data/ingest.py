@@ -122,8 +122,8 @@ def _check_feature_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     new = [r[0] for r in con.execute("DESCRIBE stage_feature_panel").fetchall()]
     if sorted(have) != sorted(new):
         diff = sorted(set(have) ^ set(new))
-        raise DataError(f"{path}: its columns differ from the warehouse's feature_panel "
-                        f"({len(diff)} differ, e.g. {diff[:5]}); ingest it into a fresh home "
+        raise DataError(f"{path}: expectation 'same feature columns as feature_panel' failed: "
+                        f"{len(diff)} columns differ, e.g. {diff[:5]}; ingest it into a fresh home "
                         f"folder (MIGA_HOME) instead", file=str(path), column=diff[0],
                         expectation="same feature columns as feature_panel", count=len(diff))
 
