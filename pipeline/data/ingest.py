@@ -165,9 +165,14 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
         for table, path in paths.items():
             steps.set_description(f"validate {path.name}")
             _source(con, table, path)
-            validations.append(validate(con, table, f"src_{table}", f"stage_{table}", str(path),
-                                        settings.reports_dir, gx=gx,
-                                        prepare=lambda t=table, p=path: _stage(con, t, p)))
+            try:
+                validations.append(validate(
+                    con, table, f"src_{table}", f"stage_{table}", str(path), settings.reports_dir,
+                    gx=gx, prepare=lambda t=table, p=path: _stage(con, t, p)))
+            except duckdb.Error as e:  # a view (feature panel) reads a bad row group only here
+                raise DataError(f"{path}: expectation 'readable parquet' failed on its rows "
+                                f"({str(e).splitlines()[0]}). Re-export it as parquet.",
+                                file=str(path), expectation="readable parquet") from e
             staged[table] = validations[-1].rows
             steps.update()
         mark("stage+validate")

@@ -73,6 +73,14 @@ def _truncate(folder):
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
 
+def _corrupt_pages(folder):
+    # Footer intact, data pages garbled: only reading the rows can tell.
+    p = folder / "features.parquet"
+    b = bytearray(p.read_bytes())
+    b[len(b) // 4: len(b) // 2] = b"\xff" * (len(b) // 2 - len(b) // 4)
+    p.write_bytes(bytes(b))
+
+
 def _swap_high_low(frame):
     frame = frame.copy()
     rows = frame.index[[3, 7]]
@@ -101,6 +109,7 @@ CASES = {
     "not_parquet": (lambda f: (f / "index.parquet").write_text("date,index_name\n2020-01-01,csi300\n"),
                     "index.parquet", "readable parquet", None, None),
     "truncated": (_truncate, "daily.parquet", "readable parquet", None, None),
+    "corrupt_pages": (_corrupt_pages, "features.parquet", "readable parquet", None, None),
     "zero_byte_file": (lambda f: (f / "membership.parquet").write_bytes(b""),
                        "membership.parquet", "readable parquet", None, None),
     "missing_column": (_edit("daily", lambda d: d.drop(columns=["close"])),
