@@ -82,6 +82,10 @@ class DayLoader:
         # Per-day member lists, compacted once: (n_t,) int64 into store.instruments.
         self._members = {int(d): np.flatnonzero(members[d]) for d in self.days}
         self._dev = _device_arrays(store, self.device) if self.device.type == "cuda" else None
+        days_all, self._n_all, d = store.features.shape
+        self._flat = np.asarray(store.features).reshape(days_all * self._n_all, d)  # a view
+        self._traded_flat = store.traded.reshape(-1)
+        self._labels_flat = store.labels.reshape(-1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -125,13 +129,16 @@ class DayLoader:
             market = dev["market"][torch.from_numpy(win).to(self.device)]        # (B, T, M)
             return Batch(x, y, mask_t, market, torch.from_numpy(days).to(self.device),
                          torch.from_numpy(inst).to(self.device), tmask)
-        s = self.store
-        tmask = s.traded[dsel, isel] & mask[:, :, None]        # (B, N, T)
-        x = s.features[dsel, isel]                             # (B, N, T, D); store is 0 where not traded
-        x[~mask] = 0.0
-        y = s.labels[days[:, None], gather_inst]               # (B, N)
-        y[~mask] = np.nan
-        market = s.market[win]                                 # (B, T, M)
+        # One np.take of B*N*T rows of D floats from the (Days*N_all, D) view of the memmap:
+        # about twice as fast as 2-array fancy indexing on the memmap object.
+        rows = (win[:, None, :] * self._n_all + isel).reshape(-1)          # (B*N*T,)
+        x = np.take(self._flat, rows, axis=0).reshape(b, n, t, -1)         # (B, N, T, D)
+        tmask = self._traded_flat[rows].reshape(b, n, t) & mask[:, :, None]
+        y = self._labels_flat[days[:, None] * self._n_all + gather_inst]   # (B, N)
+        if not mask.all():
+            x[~mask] = 0.0
+            y[~mask] = np.nan
+        market = self.store.market[win]                                    # (B, T, M)
         out = Batch(torch.from_numpy(np.asarray(x)), torch.from_numpy(y), torch.from_numpy(mask),
                     torch.from_numpy(market), torch.from_numpy(np.ascontiguousarray(days)),
                     torch.from_numpy(inst), torch.from_numpy(tmask))
