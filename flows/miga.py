@@ -18,6 +18,7 @@ from flows import steps
 from pipeline.config import load_config
 from pipeline.grid import cell_dict, grid_cells, mlflow_ui_url, results_table
 from pipeline.settings import Settings
+from pipeline.warehouse import warehouse_id
 
 
 def _launch_cells_on_pool(home: str, data_fp: str, cells, config, epochs) -> list[dict]:
@@ -66,7 +67,7 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     cfg = load_config(config)
     data_dir = data or steps.synthesize(home)
 
-    ing = steps.ingest(home, data_dir)
+    ing = steps.ingest(home, data_dir, warehouse_id(Settings.from_env(home).warehouse))
     data_fp = ing["fingerprint"]
     steps.validate(home, data_fp, config)
     steps.features(home, data_fp, config)

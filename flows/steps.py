@@ -29,8 +29,7 @@ def _config(config: str | None, epochs: int | None):
 
 
 def _ingest_key(ctx, p) -> str:
-    s = Settings.from_env(p["home"])
-    return "ingest-" + stable_key(str(s.home), s.warehouse.exists(), str(Path(p["data_dir"]).resolve()),
+    return "ingest-" + stable_key(p["home"], p["warehouse_id"], str(Path(p["data_dir"]).resolve()),
                                   folder_signature(p["data_dir"]))
 
 
@@ -59,7 +58,7 @@ def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> 
 
 @task(name="ingest", cache_key_fn=_ingest_key, cache_expiration=CACHE_FOR, persist_result=True,
       retries=2, retry_delay_seconds=[5, 20])
-def ingest(home: str, data_dir: str) -> dict:
+def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
     from pipeline.data.ingest import data_fingerprint, ingest as do_ingest
     from pipeline.warehouse import connect
 

@@ -67,3 +67,15 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str, known: tuple[s
         return "absent"
     n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {table} t").fetchall()[0]
     return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def warehouse_id(db_path: str | Path) -> str:
+    """The warehouse's identity, created with the file: cache keys use it so that a deleted and
+    recreated warehouse is never mistaken for the old one."""
+    import uuid
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    with warehouse(db_path) as con:
+        run_sql(con, "warehouse/create_meta")
+        run_sql(con, "warehouse/init_meta", {"id": uuid.uuid4().hex})
+        return run_sql(con, "warehouse/get_meta").fetchall()[0][0]

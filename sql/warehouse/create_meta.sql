@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS warehouse_meta (id VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL)

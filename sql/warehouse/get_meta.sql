@@ -1,0 +1,1 @@
+SELECT id FROM warehouse_meta LIMIT 1
