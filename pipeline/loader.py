@@ -44,11 +44,17 @@ def _device_arrays(store: TensorStore, device) -> dict | None:
         if need > GPU_FRACTION * free:
             cache[key] = None
         else:
+            # Copied in ~256 MB slabs of days: the memmap is never read whole into host RAM.
+            days, n, d = store.features.shape
+            feats = torch.empty((days, n, d), dtype=torch.float32, device=device)
+            step = max(1, (256 << 20) // max(1, n * d * 4))
+            for a in range(0, days, step):
+                feats[a:a + step] = torch.from_numpy(np.array(store.features[a:a + step])).to(device)
             cache[key] = {
-                "features": torch.from_numpy(np.ascontiguousarray(store.features)).to(device),
-                "labels": torch.from_numpy(store.labels).to(device),
-                "traded": torch.from_numpy(store.traded).to(device),
-                "market": torch.from_numpy(store.market).to(device),
+                "features": feats,
+                "labels": torch.from_numpy(np.array(store.labels)).to(device),
+                "traded": torch.from_numpy(np.array(store.traded)).to(device),
+                "market": torch.from_numpy(np.array(store.market)).to(device),
             }
     return cache[key]
 
