@@ -63,14 +63,12 @@ AGGS = {
     "sd_lvr": "stddev_samp(lvr)",
     "cntp": "avg(up)",
     "cntn": "avg(dn)",
-    "sgp": "sum(gp)",
-    "sgn": "sum(gn)",
+    "sgp": "sum(gp)",          # sum of falls = sum of rises - (c - c_w): the changes telescope
     "vma": "avg(v)",
     "vsd": "stddev_samp(v)",
     "wsd": "stddev_samp(wv)",
     "wma": "avg(wv)",
-    "vgp": "sum(vgp)",
-    "vgn": "sum(vgn)",
+    "vgp": "sum(vgp)",          # likewise for volume, with v_w
 }
 
 # Rolling features: (Qlib name, warm-up, SQL over the aggregates of window {w}). Warm-up "n":
@@ -99,15 +97,15 @@ ROLLING = [
     ("CNTP", "m", "cntp_{w}"),
     ("CNTN", "m", "cntn_{w}"),
     ("CNTD", "m", "cntp_{w} - cntn_{w}"),
-    ("SUMP", "m", "sgp_{w} / (sgp_{w} + sgn_{w} + 1e-12)"),
-    ("SUMN", "m", "sgn_{w} / (sgp_{w} + sgn_{w} + 1e-12)"),
-    ("SUMD", "m", "(sgp_{w} - sgn_{w}) / (sgp_{w} + sgn_{w} + 1e-12)"),
+    ("SUMP", "m", "sgp_{w} / (2 * sgp_{w} - (c - c{w}) + 1e-12)"),
+    ("SUMN", "m", "(sgp_{w} - (c - c{w})) / (2 * sgp_{w} - (c - c{w}) + 1e-12)"),
+    ("SUMD", "m", "(c - c{w}) / (2 * sgp_{w} - (c - c{w}) + 1e-12)"),
     ("VMA", "n", "vma_{w} / (v + 1e-12)"),
     ("VSTD", "n", "vsd_{w} / (v + 1e-12)"),
     ("WVMA", "m", "wsd_{w} / (wma_{w} + 1e-12)"),
-    ("VSUMP", "m", "vgp_{w} / (vgp_{w} + vgn_{w} + 1e-12)"),
-    ("VSUMN", "m", "vgn_{w} / (vgp_{w} + vgn_{w} + 1e-12)"),
-    ("VSUMD", "m", "(vgp_{w} - vgn_{w}) / (vgp_{w} + vgn_{w} + 1e-12)"),
+    ("VSUMP", "m", "vgp_{w} / (2 * vgp_{w} - (v - v{w}) + 1e-12)"),
+    ("VSUMN", "m", "(vgp_{w} - (v - v{w})) / (2 * vgp_{w} - (v - v{w}) + 1e-12)"),
+    ("VSUMD", "m", "(v - v{w}) / (2 * vgp_{w} - (v - v{w}) + 1e-12)"),
 ]
 SORTED_LIST_WINDOWS = (5,)
 WARMUP = {"n": "x >= {w}", "m": "x > {w}", "k": "k_{w} = {w}"}
@@ -152,10 +150,8 @@ series AS (
         CAST(c > c1 AS DOUBLE) AS up,
         CAST(c < c1 AS DOUBLE) AS dn,
         CASE WHEN c1 IS NOT NULL THEN greatest(c - c1, 0) END AS gp,
-        CASE WHEN c1 IS NOT NULL THEN greatest(c1 - c, 0) END AS gn,
         abs(c / c1 - 1) * v AS wv,
-        CASE WHEN v1 IS NOT NULL THEN greatest(v - v1, 0) END AS vgp,
-        CASE WHEN v1 IS NOT NULL THEN greatest(v1 - v, 0) END AS vgn
+        CASE WHEN v1 IS NOT NULL THEN greatest(v - v1, 0) END AS vgp
     FROM lagged
 ),
 win AS (
@@ -188,7 +184,7 @@ def _quantile(w: int, q: float) -> str:
 
 def render_sql() -> str:
     ind = " " * 8
-    lags = ",\n".join(f"{ind}lag(c, {w}) OVER s AS c{w}" for w in WINDOWS)
+    lags = ",\n".join(f"{ind}lag({s}, {w}) OVER s AS {s}{w}" for s in ("c", "v") for w in WINDOWS)
     aggs = ",\n".join(f"{ind}{_agg(name, expr, w)} AS {name}_{w}"
                       for w in WINDOWS for name, expr in AGGS.items())
     windows = ",\n        ".join(
