@@ -40,6 +40,14 @@ def _data_key(step: str):
     return key
 
 
+def _transient(task, task_run, state) -> bool:
+    """Retry only what can pass on a second try (I/O, a locked store), not a wrong input or a bug."""
+    from pipeline.errors import MigaError
+
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, (MigaError, ValueError, KeyError, TypeError, LookupError))
+
+
 def _cell_key(ctx, p) -> str:
     cfg = _config(p.get("config"), p.get("epochs"))
     s = Settings.from_env(p["home"])
@@ -57,7 +65,7 @@ def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> 
 
 
 @task(name="ingest", cache_key_fn=_ingest_key, cache_expiration=CACHE_FOR, persist_result=True,
-      retries=2, retry_delay_seconds=[5, 20])
+      retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_transient)
 def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
     from pipeline.data.ingest import data_fingerprint, ingest as do_ingest
     from pipeline.warehouse import connect
@@ -95,7 +103,7 @@ def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int
 
 @task(name="train-cell", task_run_name="train {cell[model]} {cell[stockset]} seed {cell[seed]}",
       cache_key_fn=_cell_key, cache_expiration=CACHE_FOR, persist_result=True,
-      retries=1, retry_delay_seconds=10)
+      retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
 def train_cell(home: str, data_fp: str, cell: dict, config: str | None = None,
                epochs: int | None = None) -> dict:
     from pipeline.experiment import run_experiment

@@ -21,11 +21,16 @@ def _task_states(flow_state) -> dict[str, str]:
             else r.name: r.state.name for r in runs}
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One home for the module: the second test reuses the first one's warehouse (cached steps)."""
+    return tmp_path_factory.mktemp("flow") / "home"
+
+
 @pytest.mark.slow
-def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, tmp_path):
+def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home):
     from flows.miga import miga
 
-    home = tmp_path / "home"
     settings = Settings.from_env(home)
     first = miga(data=str(tiny_data), home=str(home), **GRID, return_state=True)
     assert first.is_completed(), first.message
@@ -56,14 +61,17 @@ def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, tmp_path)
     assert states["tensor-store"] == "Cached", states
 
 
-def test_failed_cell_does_not_stop_the_others(prefect_harness, tiny_data, tmp_path):
+@pytest.mark.slow
+def test_failed_cell_does_not_stop_the_others(prefect_harness, tiny_data, home):
     from flows.miga import miga
 
-    state = miga(data=str(tiny_data), home=str(tmp_path / "home"), models=["no-such-model", "tcn"],
+    state = miga(data=str(tiny_data), home=str(home), models=["no-such-model", "lstm"],
                  stocksets=["csi300"], seeds=[0], config="quick", epochs=1, return_state=True)
     assert state.is_failed()
     assert "no-such-model" in state.message and "1 of 2 grid cells failed" in state.message
-    runs = MlflowClient(Settings.from_env(tmp_path / "home").mlflow_uri).search_runs(
-        [e.experiment_id for e in MlflowClient(Settings.from_env(tmp_path / "home").mlflow_uri).search_experiments()],
-        filter_string="tags.model = 'tcn'")
+    client = MlflowClient(Settings.from_env(home).mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("miga").experiment_id],
+                              filter_string="tags.model = 'lstm'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    # the healthy cell went all the way: its model became lstm's champion
+    assert client.get_model_version_by_alias("lstm", "champion").run_id == runs[0].info.run_id
