@@ -12,6 +12,7 @@ When the warehouse holds `feature_panel`, `features` is a view on it instead.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,12 @@ def build_features(settings, config=None, force: bool = False,
         con.close()
 
 
+def _source(kind: str, sql_name: str) -> str:
+    """Source tag stored with a build: the SQL's hash makes a changed definition rebuild."""
+    digest = hashlib.sha256(sql_text(sql_name).encode()).hexdigest()[:12]
+    return f"{kind}:{digest}"
+
+
 def _first(cur):
     """First row or None, consuming the result (DuckDB 2.0 refuses new work on an unfinished one)."""
     rows = cur.fetchall()
@@ -136,7 +143,8 @@ def _features(con, last, force, batch_stocks, summary) -> None:
         summary.add("features", "view on feature_panel", _count(con, "features"),
                     time.perf_counter() - t0)
         return
-    action, after = _plan(con, "features", "alpha158", last, force)
+    source = _source("alpha158", "features/alpha158")
+    action, after = _plan(con, "features", source, last, force)
     if action == "unchanged":
         summary.add("features", "unchanged (alpha158)", 0, 0.0)
         return
@@ -164,14 +172,15 @@ def _features(con, last, force, batch_stocks, summary) -> None:
         con.execute("ALTER TABLE features_new RENAME TO features")
         con.execute("COMMIT")
     rows = _count(con, "features") - before
-    _record(con, "features", "alpha158", last, _count(con, "features"), time.perf_counter() - t0)
+    _record(con, "features", source, last, _count(con, "features"), time.perf_counter() - t0)
     summary.add("features", f"{'built' if action == 'rebuild' else 'extended'} (alpha158)",
                 rows, time.perf_counter() - t0)
 
 
 def _labels(con, last, force, summary) -> None:
     t0 = time.perf_counter()
-    action, built_last = _plan(con, "labels", "sql", last, force)
+    source = _source("sql", "features/labels")
+    action, built_last = _plan(con, "labels", source, last, force)
     if action == "unchanged":
         summary.add("labels", "unchanged", 0, 0.0)
         return
@@ -187,7 +196,7 @@ def _labels(con, last, force, summary) -> None:
         con.execute("INSERT INTO labels " + query, {"after": after})
         con.execute("COMMIT")
         rows = _count(con, "labels") - before
-    _record(con, "labels", "sql", last, _count(con, "labels"), time.perf_counter() - t0)
+    _record(con, "labels", source, last, _count(con, "labels"), time.perf_counter() - t0)
     summary.add("labels", "built" if action == "rebuild" else "extended (last 2 days + new)",
                 rows, time.perf_counter() - t0)
 
@@ -196,7 +205,8 @@ def _market(con, last, force, summary) -> None:
     # Tiny (a few indices x days): rebuilt whenever prices or index levels changed.
     t0 = time.perf_counter()
     from pipeline.warehouse import table_fingerprint
-    fp = table_fingerprint(con, "index_prices", ("index_prices",)) + "|" + _prefix_fp(con, last)
+    fp = "|".join((table_fingerprint(con, "index_prices", ("index_prices",)), _prefix_fp(con, last),
+                   _source("sql", "features/market_features")))
     row = _first(run_sql(con, "features/get_feature_build", {"name": "market_features"}))
     if not force and row and row[2] == fp and table_exists(con, "market_features"):
         summary.add("market_features", "unchanged", 0, 0.0)
