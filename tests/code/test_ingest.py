@@ -124,3 +124,18 @@ def test_fingerprint_follows_feature_values(settings, folder, tmp_path):
     assert data_fingerprint(con) == second      # read back without rescanning the panel
     con.close()
     assert ingest(settings, folder).fingerprint == first
+
+
+def test_cli_synth_ingest_validate(tmp_path, capsys):
+    from pipeline.cli import main
+
+    home = str(tmp_path / "home")
+    assert main(["synth", "--out", str(tmp_path / "d"), "--stocks", "20", "--days", "40"]) == 0
+    assert main(["--home", home, "ingest", "--data", str(tmp_path / "d")]) == 0
+    assert "prices" in capsys.readouterr().out
+    (tmp_path / "d" / "index.parquet").write_text("not parquet")
+    assert main(["--home", home, "ingest", "--data", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "index.parquet" in err and "readable parquet" in err and "Traceback" not in err
+    assert main(["--home", home, "validate"]) == 0
+    assert "index_prices" in capsys.readouterr().out
