@@ -38,34 +38,70 @@ class ModernTCNConfig:
     window: int = 5           # T; the flatten head's size depends on it (must match data.window)
 
 
-def _conv_bn(channels: int, kernel: int) -> nn.Sequential:
-    """Depthwise conv (same padding, no bias) + BN over (n, channels, L)."""
-    return nn.Sequential(nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=channels,
-                                   bias=False), nn.BatchNorm1d(channels))
+class DepthwiseConvBN(nn.Module):
+    """Depthwise 'same'-padded conv over L, then BN: (n, K, L) -> (n, K, L), K = M*C channels.
+
+    For a length-5 window the conv is, per channel, an L x L banded (Toeplitz) matrix built
+    from the k taps; one einsum with it is the same maths as nn.Conv1d(groups=K, padding=k//2)
+    and ~5x faster on CPU than the depthwise convolution kernel at these shapes.
+    """
+
+    def __init__(self, channels: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        bound = kernel ** -0.5                              # nn.Conv1d's default init range
+        self.weight = nn.Parameter(torch.empty(channels, kernel).uniform_(-bound, bound))
+        self.bn = nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        L = x.shape[-1]
+        pos = torch.arange(L, device=x.device)
+        tap = pos[None, :] - pos[:, None] + self.kernel // 2  # [out, in] -> tap index
+        valid = (tap >= 0) & (tap < self.kernel)
+        band = self.weight[:, tap.clamp(0, self.kernel - 1)] * valid  # (K, L_out, L_in)
+        return self.bn(torch.einsum("nki,koi->nko", x, band))
+
+
+class GroupedFFN(nn.Module):
+    """Two grouped linear maps with GELU, one weight set per group: (b, G, c) -> (b, G, c).
+
+    Same maths as the reference's 1x1 grouped Conv1d pair; as einsums on (b, G, c) they run
+    ~2x faster on CPU than grouped convolutions over a length-5 axis.
+    """
+
+    def __init__(self, groups: int, c: int, ratio: int, drop: float):
+        super().__init__()
+        b1, b2 = c ** -0.5, (c * ratio) ** -0.5            # nn.Conv1d's default init range
+        self.w1 = nn.Parameter(torch.empty(groups, c, c * ratio).uniform_(-b1, b1))
+        self.b1 = nn.Parameter(torch.empty(groups, c * ratio).uniform_(-b1, b1))
+        self.w2 = nn.Parameter(torch.empty(groups, c * ratio, c).uniform_(-b2, b2))
+        self.b2 = nn.Parameter(torch.empty(groups, c).uniform_(-b2, b2))
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.drop(torch.einsum("bgc,gcf->bgf", x, self.w1) + self.b1))
+        return self.drop(torch.einsum("bgf,gfc->bgc", h, self.w2) + self.b2)
 
 
 class ModernTCNBlock(nn.Module):
     def __init__(self, M: int, C: int, ratio: int, large: int, small: int, drop: float):
         super().__init__()
-        self.large = _conv_bn(M * C, large)
-        self.small = _conv_bn(M * C, small) if small else None
+        # large kernel + small re-parameterisation branch, each with its BN (reference)
+        self.large = DepthwiseConvBN(M * C, large)
+        self.small = DepthwiseConvBN(M * C, small) if small else None
         self.norm = nn.BatchNorm1d(C)
-        # ConvFFN1: 1x1 convs grouped by variable (mixes channels within a variable).
-        self.ffn1 = nn.Sequential(nn.Conv1d(M * C, M * C * ratio, 1, groups=M), nn.Dropout(drop), nn.GELU(),
-                                  nn.Conv1d(M * C * ratio, M * C, 1, groups=M), nn.Dropout(drop))
-        # ConvFFN2: 1x1 convs grouped by channel (mixes variables within a channel).
-        self.ffn2 = nn.Sequential(nn.Conv1d(M * C, M * C * ratio, 1, groups=C), nn.Dropout(drop), nn.GELU(),
-                                  nn.Conv1d(M * C * ratio, M * C, 1, groups=C), nn.Dropout(drop))
+        self.ffn1 = GroupedFFN(M, C, ratio, drop)           # per variable: mixes its C channels
+        self.ffn2 = GroupedFFN(C, M, ratio, drop)           # per channel: mixes the M variables
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, M, C, L = x.shape
         z = x.reshape(n, M * C, L)
         z = self.large(z) + (self.small(z) if self.small is not None else 0)
-        z = self.norm(z.reshape(n * M, C, L)).reshape(n, M * C, L)
-        z = self.ffn1(z).reshape(n, M, C, L)
-        z = z.transpose(1, 2).reshape(n, C * M, L)        # channel-major for the cross-variable FFN
-        z = self.ffn2(z).reshape(n, C, M, L).transpose(1, 2)
-        return x + z
+        z = self.norm(z.reshape(n * M, C, L)).reshape(n, M, C, L)
+        z = z.permute(0, 3, 1, 2).reshape(n * L, M, C)      # (n*L, M, C): one row per stock-day
+        z = self.ffn1(z)
+        z = self.ffn2(z.transpose(1, 2)).transpose(1, 2)    # (n*L, C, M) -> back to (n*L, M, C)
+        return x + z.reshape(n, L, M, C).permute(0, 2, 3, 1)
 
 
 class ModernTCNEncoder(nn.Module):
