@@ -9,6 +9,8 @@ with the model: inference must apply exactly the same transform.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 MAD_TO_STD = 1.4826
@@ -19,19 +21,24 @@ def fit_robust(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (median (D,), scale (D,)) as float64. A column that is all NaN gets (0, 1).
     """
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 2:
-        raise ValueError(f"fit_robust expects (n, D) values, got shape {v.shape}")
-    if v.shape[0] == 0:
-        d = v.shape[1]
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"fit_robust expects (n, D) values, got shape {values.shape}")
+    if values.shape[0] == 0:
+        d = values.shape[1]
         return np.zeros(d), np.ones(d)
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are handled below
-            median = np.nanmedian(v, axis=0)
-            mad = np.nanmedian(np.abs(v - median), axis=0)
-            std = np.nanstd(v, axis=0)
+    # in blocks of columns: nanmedian copies its input, and a wide panel has 626 of them
+    parts = [_fit_block(values[:, a:a + 32]) for a in range(0, values.shape[1], 32)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _fit_block(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are handled below
+        median = np.nanmedian(v, axis=0)
+        mad = np.nanmedian(np.abs(v - median), axis=0)
+        std = np.nanstd(v, axis=0)
     scale = MAD_TO_STD * mad
     bad = ~np.isfinite(scale) | (scale <= 1e-12)
     scale[bad] = std[bad]

@@ -24,7 +24,8 @@ from pipeline.warehouse import SQL_DIR, run_sql, sql_text, table_exists, table_f
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1          # bump when the layout or the build's semantics change
-BATCH_ROWS = 200_000       # rows per Arrow batch when streaming features
+BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (~64 MB of doubles)
+FIT_BYTES = 256 << 20      # at most this much sample for the normalisation fit
 
 
 def _data_fingerprint(con) -> str:
@@ -130,14 +131,15 @@ def _write(con, root, fp: str, config) -> None:
     # Normalisation: fitted on train-segment rows only (hash sample, deterministic).
     a, b = seg["train"]
     n_train = run_sql(con, "features/store_count_between", {"start": a, "end": b}).fetchall()[0][0]
-    every = max(1, n_train // FIT_SAMPLE_ROWS)
+    width = len(_feature_columns(con))
+    every = max(1, n_train // min(FIT_SAMPLE_ROWS, FIT_BYTES // (8 * width)))
     sample = _rel(con, "features/store_fit_sample", {"start": a, "end": b, "every": every}).to_arrow_table()
     feature_names = sample.column_names
     med, scale = fit_robust(_to_matrix(sample, feature_names))
     log.info("normalisation fitted on %d train rows (1 in %d)", sample.num_rows, every)
 
     writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window)
-    reader = _rel(con, "features/store_features").to_arrow_reader(BATCH_ROWS)
+    reader = _rel(con, "features/store_features").to_arrow_reader(max(1024, BATCH_BYTES // (8 * width)))
     rows = 0
     for batch in reader:
         di = batch.column(0).to_numpy()
@@ -151,6 +153,11 @@ def _write(con, root, fp: str, config) -> None:
                   extra_meta={"feature_rows": rows, "fit_rows": sample.num_rows})
     log.info("tensor store %s: %d days x %d stocks x %d features in %.1f s", fp, days, n,
              len(feature_names), time.perf_counter() - t0)
+
+
+def _feature_columns(con) -> list[str]:
+    return [r[0] for r in con.execute("DESCRIBE features").fetchall()
+            if r[0] not in ("date", "instrument")]
 
 
 def _to_matrix(table, names, offset: int = 0) -> np.ndarray:
