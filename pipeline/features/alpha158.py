@@ -2,7 +2,7 @@
 
 `render_sql()` writes `sql/features/alpha158.sql` from the operator table below, so the 145
 rolling columns come from one definition each instead of 145 hand-copied lines; the file is
-committed and `tests/code/test_features_alpha158.py` checks it is up to date
+committed and `tests/code/test_features.py` checks it is up to date
 (`python -m pipeline.features.alpha158 > sql/features/alpha158.sql` regenerates it).
 
 Inputs (from `prices`), as Qlib's data has them:
