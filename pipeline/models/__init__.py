@@ -47,12 +47,27 @@ def _resolve(name: str) -> tuple[type, type]:
 def model_config(name: str, **overrides: Any):
     """The config dataclass of model `name` with `overrides` applied (validated by field name)."""
     cfg_cls, _ = _resolve(name)
-    fields = {f.name for f in dataclasses.fields(cfg_cls)}
-    unknown = sorted(set(overrides) - fields)
+    fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ModelConfigError(f"unknown setting(s) {unknown} for model {name!r}; "
                                f"valid: {', '.join(sorted(fields))}")
+    for key, value in overrides.items():
+        kind = _KINDS.get(str(fields[key].type))
+        if kind is not None and not _fits(value, kind):
+            raise ModelConfigError(f"model {name!r} setting {key!r} must be {kind.__name__}, "
+                                   f"got {value!r}")
     return cfg_cls(**overrides)
+
+
+_KINDS = {"int": int, "float": float, "bool": bool}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """TOML gives int/float/bool: ints are fine for floats, bools are not numbers here."""
+    if kind is bool or isinstance(value, bool):
+        return isinstance(value, bool) and kind is bool
+    return isinstance(value, int) if kind is int else isinstance(value, (int, float))
 
 
 def create_model(name: str, d_feat: int, d_market: int = 0, **overrides: Any):

@@ -132,8 +132,8 @@ class ModernTCNEncoder(nn.Module):
         if pad > 0:                                       # reference: repeat the last value
             z = torch.cat([z, z[:, :, -1:].expand(-1, -1, pad)], dim=-1)
         z = self.stem(z)                                  # (n*M, C, L')
-        z = self.blocks(z.reshape(n, self.M, self.C, -1))  # (n, M, C, L')
-        return self.drop(F.gelu(z.reshape(n, -1)))
+        z = self.blocks(z.reshape(n, self.M, self.C, z.shape[-1]))  # (n, M, C, L')
+        return self.drop(F.gelu(z.reshape(n, self.out_dim)))
 
 
 class ModernTCN(PerStockModel):

@@ -150,6 +150,11 @@ def test_unknown_override_and_name_are_clear_errors():
         create_model("gpt", d_feat=D)
     with pytest.raises(ModelConfigError):
         MODELS["lstm"](D, bogus=1)
+    with pytest.raises(ValueError, match="'hidden' must be int"):
+        model_config("tcn", hidden="64")
+    with pytest.raises(ValueError, match="'group_attention' must be bool"):
+        model_config("miga-conv", group_attention=1)
+    assert model_config("tcn", dropout=0).dropout == 0      # an int is a fine float
 
 
 def test_documented_defaults():
@@ -173,3 +178,12 @@ def test_full_width_features_default_config(name):
     with torch.no_grad():
         scores, aux = model(x, torch.ones(1, 3, dtype=torch.bool), torch.randn(1, T, 4))
     assert scores.shape == (1, 3) and torch.isfinite(scores).all() and math.isfinite(float(aux))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_without_members_is_harmless(name):
+    model = build(name).train()
+    x, _, market = batch()
+    scores, aux = model(x, torch.zeros(B, N, dtype=torch.bool), market)
+    (scores.sum() + aux).backward()
+    assert scores.shape == (B, N) and torch.isfinite(scores).all() and float(aux.detach()) == 0.0
