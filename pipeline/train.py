@@ -40,11 +40,12 @@ class FitResult:
     stopped_early: bool = False
     resumed_from: int = 0                                # epochs already done at start
     train_stock_days: int = 0                            # stock-days seen in the epochs run here
-    train_seconds: float = 0.0                           # time in the training steps run here
+    train_seconds: float = 0.0                           # training phase (loading + steps), this call
+    train_cpu_seconds: float = 0.0                       # the same in process CPU time (all threads)
 
     @property
     def throughput(self) -> float:
-        """Training stock-days per second (forward + backward + step), this call only."""
+        """Training stock-days per second (batch loading + forward + backward + step)."""
         return self.train_stock_days / self.train_seconds if self.train_seconds else float("nan")
 
 
@@ -169,12 +170,11 @@ def fit(model: torch.nn.Module, train_loader, valid_loader, cfg: TrainConfig, *,
                dynamic_ncols=True)
     epoch = start
     while epoch < cfg.max_epochs and not res.stopped_early:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         train_loader.set_epoch(epoch)
         losses, ics = [], []
         for batch in train_loader:
-            ts = time.perf_counter()
             scores, aux = _forward(model, batch, dev, cfg.bf16)
             loss, ic = total_loss(cfg.loss, scores, batch.y.to(dev), batch.mask.to(dev), aux,
                                   cfg.alpha, cfg.beta)
@@ -185,8 +185,9 @@ def fit(model: torch.nn.Module, train_loader, valid_loader, cfg: TrainConfig, *,
             opt.step()
             losses.append(loss.item())
             ics.append(ic.item())
-            res.train_seconds += time.perf_counter() - ts
             res.train_stock_days += int(batch.mask.sum())
+        res.train_seconds += time.perf_counter() - t0
+        res.train_cpu_seconds += time.process_time() - c0
         pred, usage = _evaluate(model, valid_loader, dev, cfg.bf16)
         vm = ic_metrics(pred)
         epoch += 1

@@ -1,0 +1,129 @@
+"""Training throughput per model: stock-days per second at B = 1 and B = 16 trading days a step.
+
+    .venv/bin/python benchmarks/bench_train.py [--home DIR] [--config NAME] [--models a,b] [--days 48]
+
+Uses the tensor store of the shared data (csi300) when it is built in the home folder
+(`miga ingest/features/store` with the default config); otherwise a synthetic store of the same
+shape (300 csi300 members a day, 158 features, T = 5), and says so. Each measurement is one
+`pipeline.train.fit` epoch over the first `--days` training days (batch loading, forward,
+backward and optimiser step; validation excluded), after one warm-up epoch; wall-clock and
+process CPU time are both reported (the latter is steadier on a shared machine). Seconds per epoch
+are extrapolated to the whole train segment. Prints the figures; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED_TRAIN_DAYS = 1940      # market days 2010-01-04..2017-12-31 of the shared data, about
+
+
+def synthetic_store(root: Path, days: int, n_all: int = 330, members: int = 300, d: int = 158,
+                    m: int = 24):
+    from datetime import date
+
+    import pandas as pd
+
+    from pipeline.store import TensorStore
+
+    rng = np.random.default_rng(0)
+    dates = pd.bdate_range("2016-01-04", periods=days).to_numpy().astype("datetime64[D]")
+    feats = rng.normal(size=(days, n_all, d)).astype(np.float32)
+    traded = rng.random((days, n_all)) > 0.02
+    labels = (feats[:, :, 0] * 0.1 + rng.normal(size=(days, n_all))).astype(np.float32) * 0.02
+    labels[~traded] = np.nan
+    csi = np.zeros((days, n_all), bool)
+    csi[:, :members] = True
+    d_ = [date.fromisoformat(str(x)) for x in dates]
+    seg = {"train": (d_[0], d_[days - 12]), "valid": (d_[days - 10], d_[days - 6]),
+           "test": (d_[days - 4], d_[-1]), "embargo_days": 0}
+    return TensorStore.from_arrays(root, dates, np.array([f"S{i}" for i in range(n_all)]),
+                                   [f"f{j}" for j in range(d)], feats, traded, labels, {"csi300": csi},
+                                   market=rng.normal(size=(days, m)), segments=seg, window=5,
+                                   normalize=False)
+
+
+def measure(name, store, batch_days, days, cfg, overrides):
+    import torch
+
+    from pipeline.loader import DayLoader
+    from pipeline.models import create_model
+    from pipeline.train import fit
+
+    torch.manual_seed(0)
+    model = create_model(name, d_feat=len(store.feature_names), d_market=len(store.market_names),
+                         **overrides)
+    tr_days = store.segment_days("train")[:days]
+    train = DayLoader(store, "train", "csi300", batch_days=batch_days, shuffle=True, days=tr_days,
+                      window=store.window)
+    valid = DayLoader(store, "valid", "csi300", batch_days=16, days=store.segment_days("valid")[:1],
+                      window=store.window)
+    tc = cfg.train.__class__(**{**cfg.train.__dict__, "batch_days": batch_days, "max_epochs": 1,
+                                "device": "cpu"})
+    warm = DayLoader(store, "train", "csi300", batch_days=batch_days, days=tr_days[:batch_days],
+                     window=store.window)
+    fit(model, warm, valid, tc, progress=False)                          # warm-up (allocations)
+    res = fit(model, train, valid, tc, progress=False)
+    return res.throughput, res.train_stock_days / res.train_cpu_seconds
+
+
+def main() -> None:
+    import torch
+
+    from pipeline.config import load_config
+    from pipeline.models import MODELS
+    from pipeline.settings import Settings
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home")
+    ap.add_argument("--config")
+    ap.add_argument("--models", default=",".join(sorted(MODELS)))
+    ap.add_argument("--days", type=int, default=48, help="training days per measurement")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    settings = Settings.from_env(args.home)
+    tmp = None
+    try:
+        from pipeline.store import open_store
+
+        store = open_store(settings, cfg)
+        if "csi300" not in store.members:
+            raise LookupError("no csi300 in the store")
+        source = f"shared data store {store.fingerprint} ({store.root})"
+        train_sd = float(store.members["csi300"][store.segment_days("train")].sum())
+    except Exception as e:  # not built here: same shapes, synthetic values
+        tmp = tempfile.TemporaryDirectory()
+        store = synthetic_store(Path(tmp.name) / "s", days=args.days + 20)
+        source = (f"SYNTHETIC store of csi300 shape (300 members/day, 158 features, T=5), because "
+                  f"the shared-data store is not built in {settings.home} ({type(e).__name__}: {e})")
+        train_sd = SHARED_TRAIN_DAYS * 300.0
+    print(f"store: {source}")
+    print(f"device: cpu ({torch.get_num_threads()} torch threads); no GPU in this session")
+    print(f"{args.days} training days per measurement; epoch = {train_sd:,.0f} csi300 stock-days\n")
+    head = (f"{'model':<12}{'B=1 sd/s':>11}{'B=16 sd/s':>11}{'speed-up':>10}{'s/epoch B=1':>13}"
+            f"{'s/epoch B=16':>14}{'B=1 sd/cpu-s':>14}{'B=16 sd/cpu-s':>15}")
+    print(head)
+    print("-" * len(head))
+    for name in args.models.split(","):
+        t = time.perf_counter()
+        r1, c1 = measure(name, store, 1, args.days, cfg, cfg.model_overrides(name))
+        r16, c16 = measure(name, store, 16, args.days, cfg, cfg.model_overrides(name))
+        print(f"{name:<12}{r1:>11,.0f}{r16:>11,.0f}{r16 / r1:>9.1f}x{train_sd / r1:>13,.0f}"
+              f"{train_sd / r16:>14,.0f}{c1:>14,.0f}{c16:>15,.0f}   ({time.perf_counter() - t:.0f} s)",
+              flush=True)
+    print("\nsd/s = stock-days per wall-clock second; sd/cpu-s = per second of process CPU time\n"
+          "(all threads), which is less sensitive to other processes sharing the cores; s/epoch\n"
+          "is wall-clock, extrapolated to one epoch.")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
