@@ -21,7 +21,7 @@ from pipeline.settings import Settings
 from pipeline.warehouse import warehouse_id
 
 
-def _launch_cells_on_pool(home: str, data_fp: str, cells, config, epochs) -> list[dict]:
+def _launch_cells_on_pool(home: str, data_fp: str, store_fp: str, cells, config, epochs) -> list[dict]:
     """Fan the grid out over the work pool: one `miga-cell/cell` flow run per cell."""
     from prefect.deployments import run_deployment
     from prefect.states import StateType
@@ -44,7 +44,7 @@ def _launch_cells_on_pool(home: str, data_fp: str, cells, config, epochs) -> lis
                     break
                 time.sleep(2)
             if state.type == StateType.COMPLETED:
-                run = find_cell_run(Settings.from_env(home), c.model, c.stockset, c.seed, data_fp)
+                run = find_cell_run(Settings.from_env(home), c.model, c.stockset, c.seed, store_fp)
                 results.append({"cell": cell_dict(c), **run})
             else:
                 results.append({"cell": cell_dict(c), "error": f"flow run {fr.name}: {state.name}"})
@@ -71,12 +71,12 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     data_fp = ing["fingerprint"]
     steps.validate(home, data_fp, config)
     steps.features(home, data_fp, config)
-    steps.tensor_store(home, data_fp, config)
+    store_fp = steps.tensor_store(home, data_fp, config)
 
     cells = grid_cells(cfg, models, stocksets, seeds)
     log.info("training grid: %d cells (%s)", len(cells), ", ".join(c.name for c in cells))
     if fan_out:
-        results = _launch_cells_on_pool(home, data_fp, cells, config, epochs)
+        results = _launch_cells_on_pool(home, data_fp, store_fp, cells, config, epochs)
     else:
         futures = [(c, steps.train_cell.submit(home, data_fp, cell_dict(c), config, epochs)) for c in cells]
         results = []
