@@ -102,12 +102,17 @@ def evaluate(pred: pd.DataFrame, config: Config, index_ret: pd.Series | None = N
     return metrics, test_daily, rets
 
 
-def _expert_usage_by_set(model, store, window, device) -> dict[str, np.ndarray]:
+def _expert_usage_by_set(model, store, stockset, window, device) -> dict[str, np.ndarray]:
+    """Mean routing weights (G, E) over the test days of each stock set. "all" (every traded
+    stock, thousands on real data) only when it is the run's own set or the only one."""
     from pipeline.loader import DayLoader
     from pipeline.train import expert_usage
 
+    sets = [s for s in store.members if s != "all"]
+    if stockset == "all" or not sets:
+        sets.append("all")
     out = {}
-    for s in store.members:
+    for s in sets:
         ld = DayLoader(store, "test", s, batch_days=8, window=window)
         if len(ld):
             u = expert_usage(model, ld, device)
@@ -212,7 +217,7 @@ def run_experiment(settings: Settings, config: Config, model_name: str, stockset
             plots.daily_ic(test_daily, t / "daily_ic.png", title=title)
             plots.training_curves(res.history, t / "training_curves.png", title)
             if getattr(model, "last_routing", None) is not None:
-                usage = _expert_usage_by_set(model, store, window, device)
+                usage = _expert_usage_by_set(model, store, stockset, window, device)
                 if usage:
                     plots.expert_usage(usage, t / "expert_usage.png", title)
                     np.savez(t / "expert_usage.npz", **usage)

@@ -96,3 +96,11 @@ def test_report_without_runs_says_what_to_do(settings):
 
     with pytest.raises(MigaError, match="miga train"):
         build_report(settings)
+
+
+def test_cli_report_prints_the_tables(store_with_runs, capsys):
+    from pipeline.cli import main
+
+    assert main(["--home", str(store_with_runs.home), "report"]) == 0
+    out = capsys.readouterr().out
+    assert "## Table 1" in out and "**0.052 (0.003)**" in out
