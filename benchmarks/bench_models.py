@@ -2,10 +2,12 @@
 
 Full grid (paper sizes; a GPU or an idle many-core CPU):
     python benchmarks/bench_models.py --n 300 1000 --d 158 626 --b 1 16 --device auto
-Reduced grid (busy 2-core machine):
-    python benchmarks/bench_models.py --n 300 --d 158 --b 1 --steps 3
-Prints one row per (model, B, N, D): parameters, median ms per step, and MIGA-Conv's cost
-relative to the `tcn` baseline at the same size (the budget is < 3x).
+Reduced grids (busy 2-core machine; one thread so CPU time is a steady measure):
+    python benchmarks/bench_models.py --n 300 1000 --d 158 --b 1 --steps 3 --threads 1
+    python benchmarks/bench_models.py --models tcn miga-conv miga-rec miga-attn \
+        --n 300 1000 --d 158 626 --b 16 --steps 3 --threads 1
+Prints one row per (model, B, N, D): parameters, median wall and process-CPU ms per step, and
+each model's cost relative to the `tcn` baseline at the same size (MIGA-Conv's budget: < 3x).
 """
 from __future__ import annotations
 
