@@ -6,6 +6,9 @@ Uses the tensor store of --home (built by bench_store.py / `miga store`), or --s
 loader is what one writes first: a long DataFrame (date, instrument, D features) and, per day,
 a group-by over the window's rows of that day's members, reindexed to the 5 dates and stacked.
 Reference: Qlib's TSDataSampler, csi300, T = 5, 2 cores: ~100k stock-days/s.
+
+Measured 2026-11-24 on the shared 2-core box (load average ~7): B=1 442k, B=16 454k
+stock-days/s; naive loader ~400 stock-days/s.
 """
 from __future__ import annotations
 

@@ -5,6 +5,10 @@
 Needs the warehouse of --home with features built (benchmarks/bench_features.py makes it).
 Prints build time, peak RSS, size on disk and the store's description, then the time of a
 second `build_store` (a no-op: same fingerprint).
+
+Measured 2026-11-24 on the shared 2-core box (load average ~10): 282 s, 6.71 GiB on disk
+(2674 days x 4202 stocks x 158 features); peak RSS 8.3 GB counts the memory-mapped pages
+written (file-backed, reclaimable), the process's own arrays are < 1 GB.
 """
 from __future__ import annotations
 
