@@ -8,7 +8,7 @@ second `build_store` (a no-op: same fingerprint).
 
 Measured 2026-11-24 on the shared 2-core box (load average ~10): 282 s, 6.71 GiB on disk
 (2674 days x 4202 stocks x 158 features); peak RSS 8.3 GB counts the memory-mapped pages
-written (file-backed, reclaimable), the process's own arrays are < 1 GB.
+written (file-backed, reclaimable) besides ~1 GB of arrays and DuckDB's buffer (limit 3 GB).
 """
 from __future__ import annotations
 
