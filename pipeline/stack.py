@@ -17,9 +17,13 @@ from pathlib import Path
 from pipeline.settings import QUIET_ENV, Settings
 
 POOL = os.environ.get("MIGA_WORK_POOL", "miga-gpu")
-HOST = "127.0.0.1"
 # Stop order: workers before the server they talk to.
 STOP_ORDER = ("worker", "prefect-server", "mlflow-server")
+
+
+def host() -> str:
+    """Where the servers listen: 127.0.0.1 unless MIGA_STACK_HOST opens them to other hosts."""
+    return os.environ.get("MIGA_STACK_HOST", "127.0.0.1")
 
 
 def prefect_port() -> int:
@@ -31,7 +35,7 @@ def mlflow_port() -> int:
 
 
 def api_url() -> str:
-    return f"http://{HOST}:{prefect_port()}/api"
+    return f"http://{host()}:{prefect_port()}/api"
 
 
 def _bin(name: str) -> str:
@@ -48,7 +52,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "MIGA_HOME": str(settings.home),
         "PREFECT_HOME": str(settings.home / "prefect"),
         "PREFECT_API_URL": api_url(),
-        "PREFECT_SERVER_API_HOST": HOST,
+        "PREFECT_SERVER_API_HOST": host(),
         "PREFECT_SERVER_API_PORT": str(prefect_port()),
         "PREFECT_LOGGING_COLORS": "false",
         "MLFLOW_TRACKING_URI": settings.mlflow_uri,
@@ -118,7 +122,7 @@ def wait_http(url: str, timeout: float, pid: int | None = None) -> None:
 def start_prefect_server(settings: Settings) -> int:
     env = stack_env(settings)
     pid = spawn(settings, "prefect-server",
-                [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port())], env)
+                [_bin("prefect"), "server", "start", "--host", host(), "--port", str(prefect_port())], env)
     wait_http(f"{api_url()}/health", 90, pid)
     subprocess.run([_bin("prefect"), "work-pool", "create", POOL, "--type", "process", "--overwrite"],
                    env=env, check=True, capture_output=True)
@@ -135,9 +139,9 @@ def start_mlflow_server(settings: Settings) -> int:
     pid = spawn(settings, "mlflow-server",
                 [_bin("mlflow"), "server", "--backend-store-uri", settings.mlflow_uri,
                  "--artifacts-destination", str(settings.mlflow_artifacts),
-                 "--host", HOST, "--port", str(mlflow_port()), "--workers", "1"],
+                 "--host", host(), "--port", str(mlflow_port()), "--workers", "1"],
                 stack_env(settings))
-    wait_http(f"http://{HOST}:{mlflow_port()}/health", 120, pid)
+    wait_http(f"http://{host()}:{mlflow_port()}/health", 120, pid)
     return pid
 
 
@@ -152,12 +156,12 @@ def start(settings: Settings, workers: int = 1, mlflow: bool = True) -> dict[str
         if f"worker-{i}" not in live:
             start_worker(settings, i)
     if mlflow and "mlflow-server" not in live:
-        print(f"starting MLflow server on http://{HOST}:{mlflow_port()} ...", flush=True)
+        print(f"starting MLflow server on http://{host()}:{mlflow_port()} ...", flush=True)
         start_mlflow_server(settings)
     live = running(settings)
     print(f"stack up: {', '.join(f'{k} (pid {v})' for k, v in live.items())}")
-    print(f"logs: {settings.logs_dir}\nPrefect UI: http://{HOST}:{prefect_port()}  "
-          f"MLflow UI: http://{HOST}:{mlflow_port()}")
+    print(f"logs: {settings.logs_dir}\nPrefect UI: http://{host()}:{prefect_port()}  "
+          f"MLflow UI: http://{host()}:{mlflow_port()}")
     print(f"In your shell, point the prefect CLI at this server:\n"
           f"  export PREFECT_API_URL={api_url()} MIGA_HOME={settings.home}")
     return live
