@@ -32,7 +32,12 @@ def cumulative_returns(returns: pd.DataFrame, path: Path, title: str = "") -> Pa
     ax.set_title(title or "cumulative excess return (test)")
     ax.set_ylabel("cumulative return (sum of daily)")
     ax.legend(loc="upper left", fontsize=8)
-    fig.autofmt_xdate()
+    return _save(plt, fig, path, dates=True)
+
+
+def _save(plt, fig, path: Path, dates: bool = False) -> Path:
+    if dates:
+        fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -50,11 +55,7 @@ def daily_ic(daily: pd.DataFrame, path: Path, window: int = 20, title: str = "")
     ax.axhline(daily["ic"].mean(), color="darkred", lw=0.8, ls="--", label="mean")
     ax.set_title(title or "daily IC (test)")
     ax.legend(loc="upper left", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, dates=True)
 
 
 def expert_usage(usage: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
@@ -71,10 +72,7 @@ def expert_usage(usage: dict[str, np.ndarray], path: Path, title: str = "") -> P
         ax.axvline(k * e - 0.5, color="white", lw=0.5)
     fig.colorbar(im, ax=ax, label="mean routing weight")
     ax.set_title(title or "expert usage by stock set (test)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
@@ -89,7 +87,4 @@ def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
     a2.set_title("IC")
     a2.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)

@@ -11,6 +11,7 @@ from pipeline.data.ingest import data_fingerprint, ingest
 from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.settings import Settings
 from pipeline.warehouse import connect
+from tests.warehouse_snapshot import snapshot
 
 TABLES = ("prices", "membership", "index_prices", "feature_panel")
 
@@ -19,16 +20,6 @@ TABLES = ("prices", "membership", "index_prices", "feature_panel")
 def folder(tmp_path_factory):
     return write_synthetic(tmp_path_factory.mktemp("data"),
                            SynthSpec(n_stocks=30, n_days=80, seed=2, n_features=6))
-
-
-def snapshot(settings: Settings) -> dict[str, pd.DataFrame]:
-    """Every input table, sorted, so contents compare regardless of row order."""
-    con = connect(settings.warehouse, read_only=True)
-    try:
-        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").df() for t in TABLES if t in names}
-    finally:
-        con.close()
 
 
 def split_by_date(src, dst, last_day) -> None:
@@ -62,9 +53,9 @@ def test_ingest_creates_typed_tables(settings, folder):
 
 def test_same_folder_twice_gives_same_tables(settings, folder):
     first = ingest(settings, folder)
-    before = snapshot(settings)
+    before = snapshot(settings, TABLES)
     second = ingest(settings, folder)
-    after = snapshot(settings)
+    after = snapshot(settings, TABLES)
     assert first.fingerprint == second.fingerprint
     for t in TABLES:
         pd.testing.assert_frame_equal(before[t], after[t])
@@ -81,11 +72,11 @@ def test_later_days_are_added(settings, folder, tmp_path):
     con.close()
     full = ingest(settings, folder)
     assert full.fingerprint != fp_early
-    incremental = snapshot(settings)
+    incremental = snapshot(settings, TABLES)
 
     fresh = Settings.from_env(tmp_path / "fresh").ensure()
     ingest(fresh, folder)
-    at_once = snapshot(fresh)
+    at_once = snapshot(fresh, TABLES)
     for t in TABLES:
         pd.testing.assert_frame_equal(incremental[t], at_once[t])
 
@@ -97,7 +88,7 @@ def test_features_file_is_optional(settings, folder, tmp_path):
         (no_feats / f"{f}.parquet").write_bytes((folder / f"{f}.parquet").read_bytes())
     report = ingest(settings, no_feats)
     assert "feature_panel" not in report.totals
-    assert "feature_panel" not in snapshot(settings)
+    assert "feature_panel" not in snapshot(settings, TABLES)
 
 
 def test_fingerprint_follows_content(settings, folder):

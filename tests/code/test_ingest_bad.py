@@ -16,18 +16,9 @@ from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.errors import DataError
 from pipeline.settings import Settings
 from pipeline.warehouse import connect
+from tests.warehouse_snapshot import snapshot
 
 TABLES = ("prices", "membership", "index_prices", "feature_panel", "ingest_log")
-
-
-def snapshot(settings: Settings) -> dict[str, pd.DataFrame]:
-    """Every table ingest writes, sorted, so contents compare regardless of row order."""
-    con = connect(settings.warehouse, read_only=True)
-    try:
-        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").df() for t in TABLES if t in names}
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +146,7 @@ def test_bad_input_is_refused_and_warehouse_unchanged(case, good, settings, tmp_
     shutil.copy(warehouse, settings.warehouse)
     breaker, file, expectation, column, count = CASES[case]
     breaker(data)
-    before = snapshot(settings)
+    before = snapshot(settings, TABLES)
 
     with pytest.raises(DataError) as info:
         ingest(settings, data)
@@ -172,7 +163,7 @@ def test_bad_input_is_refused_and_warehouse_unchanged(case, good, settings, tmp_
             assert len(err.examples) == min(count, 5)  # a few bad rows, also in the message
         report = json.loads(open(err.report).read())
         assert report["success"] is False and report["gx_result"]["success"] is False
-    after = snapshot(settings)
+    after = snapshot(settings, TABLES)
     assert before.keys() == after.keys()
     for t in before:
         pd.testing.assert_frame_equal(before[t], after[t])
@@ -185,7 +176,7 @@ def test_failed_first_ingest_leaves_no_tables(settings, good, tmp_path):
     _edit("index", _future)(data)  # index is validated after daily and membership
     with pytest.raises(DataError):
         ingest(settings, data)
-    assert snapshot(settings) == {}
+    assert snapshot(settings, TABLES) == {}
 
 
 def test_gx_agrees_on_the_failed_expectation(settings, good, tmp_path):

@@ -10,13 +10,6 @@ from pipeline.models.miga import GroupAttention, route_topk, router_loss
 B, N, T, D = 2, 5, 5, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core runner OpenMP spin-waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 G, E, K = 3, 4, 5
 SMALL = dict(hidden=8, num_layers=1, groups=G, experts=E, top_k=K, d_expert=8, attn_heads=2)
 

@@ -14,13 +14,6 @@ from pipeline.models import MODELS, ModelConfigError, create_model, model_config
 B, N, T, D, M = 2, 6, 5, 7, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core runner OpenMP spin-waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 SMALL: dict[str, dict] = {
     "miga-conv": dict(hidden=8, num_layers=2, kernel_size=3, groups=3, experts=4, top_k=3, d_expert=8,

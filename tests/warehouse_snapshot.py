@@ -1,0 +1,18 @@
+"""Compare warehouse contents before and after an operation (shared by the ingest tests)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline.settings import Settings
+from pipeline.warehouse import connect
+
+
+def snapshot(settings: Settings, tables: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """Each existing table of `tables`, sorted, so contents compare regardless of row order."""
+    con = connect(settings.warehouse, read_only=True)
+    try:
+        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        # identifiers come from the tests' own constant tuples, never from data
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").df() for t in tables if t in names}
+    finally:
+        con.close()
