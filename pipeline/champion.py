@@ -80,14 +80,17 @@ def _version_of(client, model: str, run_id: str):
 
 
 def challenge(settings: Settings, config: Config, results: list[dict],
-              window_days: int = WINDOW_DAYS) -> list[Decision]:
-    """Run the champion/challenger comparison for every model among `results` (grid-cell results)."""
+              window_days: int = WINDOW_DAYS, store=None) -> list[Decision]:
+    """Run the champion/challenger comparison for every model among `results` (grid-cell results).
+
+    store: an open TensorStore (default: `open_store(settings, config)`)."""
     from mlflow import MlflowClient
 
-    from pipeline.store import open_store
-
     client = MlflowClient(settings.mlflow_uri)
-    store = open_store(settings, config)
+    if store is None:
+        from pipeline.store import open_store
+
+        store = open_store(settings, config)
     stockset = config.data.stocksets[0]
     days = recent_window(store, stockset, window_days, config.data.window)
     window = (str(store.dates[days[0]]), str(store.dates[days[-1]]))

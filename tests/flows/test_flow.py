@@ -21,6 +21,16 @@ def _task_states(flow_state) -> dict[str, str]:
             else r.name: r.state.name for r in runs}
 
 
+def _artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert arts, f"no Prefect artifact {key!r}"
+    return arts[-1].data
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """One home for the module: the second test reuses the first one's warehouse (cached steps)."""
@@ -52,6 +62,9 @@ def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home):
 
     states = _task_states(first)
     assert states["ingest"] == "Completed" and states["features"] == "Completed"
+    results_md = _artifact("miga-results")
+    assert row["run_id"] in results_md and "| tcn | csi300 | 0 |" in results_md  # linked to MLflow
+    assert "Table 1" in _artifact("miga-report")
 
     second = miga(data=str(tiny_data), home=str(home), **GRID, return_state=True)
     assert second.is_completed(), second.message
