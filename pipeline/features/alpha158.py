@@ -55,8 +55,6 @@ AGGS = {
     "imax": "arg_max(x, h * (1 - x * 1e-12))",
     "imin": "arg_min(x, l * (1 + x * 1e-12))",
     "corr_cv": "corr(c, lv)",
-    "vsd": "stddev_samp(v)",
-    "wsd": "stddev_samp(wv)",
 }
 
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
@@ -86,7 +84,9 @@ SUMS = {
     "gp": "coalesce({gp}, 0)",
     "vgp": "coalesce({vgp}, 0)",
     "v": "coalesce({v}, 0)",
+    "v2": "coalesce({v} * {v}, 0)",
     "wv": "coalesce({wv}, 0)",
+    "wv2": "coalesce({wv} * {wv}, 0)",
     "lv": "coalesce({lv}, 0)",
     "lv2": "coalesce({lv} * {lv}, 0)",
     "cr": "coalesce({cr} - 1, 0)",
@@ -96,6 +96,26 @@ SUMS = {
     "crlr": "coalesce(({cr} - 1) * ({lvr} - ln(2)), 0)",
 }
 SUM_STEP = 10   # sums of the last 5 and 10 days from day lags; longer windows from lags of sum_10
+
+
+def _short(name: str, w: int) -> str:
+    """Rank / max / min / first arg max of a window w <= SUM_STEP from the day lags (x_j =
+    lag(x, j)), as scalar expressions instead of framed aggregates."""
+    def d(col: str, j: int) -> str:
+        return col if j == 0 else f"{col}_{j}"
+    if name in ("rk_lo", "rk_hi"):
+        op = "<" if name == "rk_lo" else ">"
+        return "1 + " + " + ".join(f"CAST({d('c', j)} {op} c AS INTEGER)" for j in range(1, w))
+    col, fn = ("h", "greatest") if name in ("hmax", "imax") else ("l", "least")
+    ext = f"{fn}(" + ", ".join(d(col, j) for j in range(w)) + ")"
+    if name in ("hmax", "lmin"):
+        return ext
+    # earliest day holding the extreme, as numpy's argmax: test the oldest day first
+    return ("CASE " + " ".join(f"WHEN {d(col, j)} = {ext} THEN x - {j}" for j in range(w - 1, 0, -1))
+            + " ELSE x END")
+
+
+SHORT = ("rk_lo", "rk_hi", "hmax", "lmin", "imax", "imin")
 # t_w = sum over the window of j * c_j, j = 0..w-1 (for BETA): t_w = sum over k of
 # lag(t_10, 10 k) + 10 k lag(s_10, 10 k). Then sum((x - mean x) c) = (w - 1) / 2 s_c - t and regr_slope(c, x) follows.
 # window quantities from the sums s_<name> and t (suffix _w)
@@ -110,7 +130,11 @@ DERIVED = {
     "vgp": "s_vgp",
     "vma": "s_v / nv_{w}",
     "wma": "s_wv / nv_{w}",
-    # sample std from sums: sqrt((S2 - S1^2 / n) / (n - 1)), clamped at 0 against rounding
+    # sample std from sums: sqrt((S2 - S1^2 / n) / (n - 1)), clamped at 0 against rounding.
+    # For v and wv (no 2e-5 rule; features vsd / v and wsd / mean) the rounding of a flat
+    # window is ~sqrt(eps) v = 1.5e-8 v, below the 1e-7 absolute tolerance of the features.
+    "vsd": "sqrt(greatest(s_v2 - s_v * s_v / nv_{w}, 0) / (nv_{w} - 1))",
+    "wsd": "sqrt(greatest(s_wv2 - s_wv * s_wv / nv_{w}, 0) / (nv_{w} - 1))",
     "sd_lv": "sqrt(greatest(s_lv2 - s_lv * s_lv / nv_{w}, 0) / (nv_{w} - 1))",
     "sd_cr": "sqrt(greatest(s_cr2 - s_cr * s_cr / {w}, 0) / ({w} - 1))",
     "sd_lvr": "sqrt(greatest(s_lr2 - s_lr * s_lr / {w}, 0) / ({w} - 1))",
@@ -254,10 +278,14 @@ def _day(j: int) -> dict[str, str]:
 def _sums() -> tuple[str, str, str]:
     """SQL of the day-lag columns, of the per-day summed series, of the 5/10-day sums."""
     ind = " " * 8
-    lags = ",\n".join(f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("c", "v")
-                       for j in range(1, SUM_STEP + 1))
-    units = ",\n".join(f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
-                        for j in range(SUM_STEP) for n, e in SUMS.items())
+    lags = ",\n".join([f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("c", "v")
+                        for j in range(1, SUM_STEP + 1)]
+                       + [f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("h", "l")
+                          for j in range(1, SUM_STEP)])
+    units = ",\n".join([f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
+                         for j in range(SUM_STEP) for n, e in SUMS.items()]
+                        + [f"{ind}{_short(n, w)} AS {n}_{w}"
+                           for w in WINDOWS if w <= SUM_STEP for n in SHORT])
     sums = []
     for w in (WINDOWS[0], SUM_STEP):
         sums += [f"{ind}" + " + ".join(f"u{j}_{n}" for j in range(w)) + f" AS s{w}_{n}" for n in SUMS]
@@ -283,7 +311,8 @@ def render_sql() -> str:
     day_lags, units, sums = _sums()
     lags = ",\n".join([f"{ind}lag({s}, {w}) OVER s AS {s}{w}" for s in ("c", "v") for w in WINDOWS]
                        + [day_lags])
-    aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()]
+    aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
+            if not (name in SHORT and w <= SUM_STEP)]
     aggs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
     aggs = ",\n".join(aggs)
     derived = []
