@@ -46,7 +46,8 @@ AGGS = {
     "hmax": "max(h)",
     "lmin": "min(l)",
     # DuckDB's windowed quantile is ~5x slower on 5-row frames than sorting the frame's list;
-    # render_sql() swaps in list_sort for w = 5 (interpolated the same way, see QTLU/QTLD)
+    # for w = 5 _short() sorts the list of the day lags instead (interpolated the same way,
+    # see QTLU/QTLD); for w >= 10 list_sort is slower than the windowed quantile
     "q": "quantile_cont(c, [0.2, 0.8])",
     "rk_lo": "rank(ORDER BY c)",            # 1 + #(window < c)
     "rk_hi": "rank(ORDER BY c DESC)",       # 1 + #(window > c)
@@ -103,6 +104,8 @@ def _short(name: str, w: int) -> str:
     lag(x, j)), as scalar expressions instead of framed aggregates."""
     def d(col: str, j: int) -> str:
         return col if j == 0 else f"{col}_{j}"
+    if name == "q":     # the window's closes sorted (QTLU/QTLD interpolate in it)
+        return "list_sort([" + ", ".join(d("c", j) for j in range(w)) + "])"
     if name in ("rk_lo", "rk_hi"):
         op = "<" if name == "rk_lo" else ">"
         return "1 + " + " + ".join(f"CAST({d('c', j)} {op} c AS INTEGER)" for j in range(1, w))
@@ -115,7 +118,11 @@ def _short(name: str, w: int) -> str:
             + " ELSE x END")
 
 
-SHORT = ("rk_lo", "rk_hi", "hmax", "lmin", "imax", "imin")
+SHORT = ("rk_lo", "rk_hi", "hmax", "lmin", "imax", "imin", "q")
+
+
+def _is_short(name: str, w: int) -> bool:
+    return name in SHORT and w <= SUM_STEP and (name != "q" or w in SORTED_LIST_WINDOWS)
 # t_w = sum over the window of j * c_j, j = 0..w-1 (for BETA): t_w = sum over k of
 # lag(t_10, 10 k) + 10 k lag(s_10, 10 k). Then sum((x - mean x) c) = (w - 1) / 2 s_c - t and regr_slope(c, x) follows.
 # window quantities from the sums s_<name> and t (suffix _w)
@@ -254,8 +261,6 @@ WHERE date > $after
 
 
 def _agg(name: str, expr: str, w: int) -> str:
-    if name == "q" and w in SORTED_LIST_WINDOWS:
-        return f"list_sort(list(c) OVER w{w})"
     return f"{expr} OVER w{w}"
 
 
@@ -285,7 +290,7 @@ def _sums() -> tuple[str, str, str]:
     units = ",\n".join([f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
                          for j in range(SUM_STEP) for n, e in SUMS.items()]
                         + [f"{ind}{_short(n, w)} AS {n}_{w}"
-                           for w in WINDOWS if w <= SUM_STEP for n in SHORT])
+                           for w in WINDOWS for n in SHORT if _is_short(n, w)])
     sums = []
     for w in (WINDOWS[0], SUM_STEP):
         sums += [f"{ind}" + " + ".join(f"u{j}_{n}" for j in range(w)) + f" AS s{w}_{n}" for n in SUMS]
@@ -312,7 +317,7 @@ def render_sql() -> str:
     lags = ",\n".join([f"{ind}lag({s}, {w}) OVER s AS {s}{w}" for s in ("c", "v") for w in WINDOWS]
                        + [day_lags])
     aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
-            if not (name in SHORT and w <= SUM_STEP)]
+            if not _is_short(name, w)]
     aggs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
     aggs = ",\n".join(aggs)
     derived = []

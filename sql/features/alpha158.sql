@@ -243,6 +243,7 @@ units AS (
         least(l, l_1, l_2, l_3, l_4) AS lmin_5,
         CASE WHEN h_4 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 4 WHEN h_3 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 3 WHEN h_2 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 2 WHEN h_1 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 1 ELSE x END AS imax_5,
         CASE WHEN l_4 = least(l, l_1, l_2, l_3, l_4) THEN x - 4 WHEN l_3 = least(l, l_1, l_2, l_3, l_4) THEN x - 3 WHEN l_2 = least(l, l_1, l_2, l_3, l_4) THEN x - 2 WHEN l_1 = least(l, l_1, l_2, l_3, l_4) THEN x - 1 ELSE x END AS imin_5,
+        list_sort([c, c_1, c_2, c_3, c_4]) AS q_5,
         1 + CAST(c_1 < c AS INTEGER) + CAST(c_2 < c AS INTEGER) + CAST(c_3 < c AS INTEGER) + CAST(c_4 < c AS INTEGER) + CAST(c_5 < c AS INTEGER) + CAST(c_6 < c AS INTEGER) + CAST(c_7 < c AS INTEGER) + CAST(c_8 < c AS INTEGER) + CAST(c_9 < c AS INTEGER) AS rk_lo_10,
         1 + CAST(c_1 > c AS INTEGER) + CAST(c_2 > c AS INTEGER) + CAST(c_3 > c AS INTEGER) + CAST(c_4 > c AS INTEGER) + CAST(c_5 > c AS INTEGER) + CAST(c_6 > c AS INTEGER) + CAST(c_7 > c AS INTEGER) + CAST(c_8 > c AS INTEGER) + CAST(c_9 > c AS INTEGER) AS rk_hi_10,
         greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) AS hmax_10,
@@ -290,7 +291,6 @@ sums AS (
 win AS (
     SELECT *,
         stddev_samp(c) OVER w5 AS sd_5,
-        list_sort(list(c) OVER w5) AS q_5,
         corr(c, lv) OVER w5 AS corr_cv_5,
         stddev_samp(c) OVER w10 AS sd_10,
         quantile_cont(c, [0.2, 0.8]) OVER w10 AS q_10,
