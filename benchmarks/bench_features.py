@@ -8,11 +8,22 @@ market features; peak RSS of this process, DuckDB included), and side by side on
 --sample stocks: the SQL and the pandas reference (tests/code/alpha158_reference.py).
 Reference point: Qlib's Alpha158 handler on this data, 2 cores: 209 s, 14.6 GB peak RSS.
 
-Measured 2026-11-24 on the shared 2-core box (load average ~8 from other jobs, so this process
-got ~44% of the machine): full panel 518 s wall / 231 s CPU, peak RSS 3.2 GB; on 40 stocks the
-SQL used 2.66 s CPU vs 1.86 s for the pandas reference. DuckDB's framed window aggregates cost
-~80-200 ns per row and expression, and Alpha158 needs ~135 of them: the 60 s / 5x targets are
-not met (see the report of issue #3).
+    .venv/bin/python benchmarks/bench_features.py --home /tmp/a158home --compare-sql old.sql
+
+times another alpha158 SQL file (e.g. `git show aef26c5:sql/features/alpha158.sql > old.sql`)
+on the same stocks too. Both SQL timings fetch a DataFrame, like the reference.
+
+Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times depend on them):
+  framed-aggregate SQL (aef26c5), load ~1.5-3.8: full panel 180 s wall / 207 s CPU
+    (Alpha158 176 s), peak RSS 3.1 GB; 40 stocks: SQL 2.56 s CPU (fetchall) vs pandas 1.89 s.
+    An earlier run at load ~8: 518 s wall / 231 s CPU.
+  window sums from lags (1bb3f6f), load ~0.7-1.6: full panel 93.7 s wall / 175 s CPU
+    (Alpha158 91.6 s = 46 stocks/s), peak RSS 3.1 GB; 40 stocks, same run: old SQL 1.96 s
+    CPU, new SQL 1.60 s CPU, pandas reference 2.38 s CPU (1.5x).
+  100 stocks (167k rows), 1 thread, into a temp table, alternating runs: 4.0 s -> 2.9 s CPU.
+The remaining cost is the ~33 framed aggregates (quantile, rank, max/min, arg max/min for
+20/30/60 days, std and corr of close) at ~100-200 ns per row each, plus the sorts: the
+60 s / 5x targets are still not met.
 """
 from __future__ import annotations
 
@@ -64,6 +75,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--sample", type=int, default=40, help="stocks for the side-by-side")
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--compare-sql", help="another alpha158 SQL file (e.g. `git show OLD:sql/features/"
+                    "alpha158.sql > old.sql`) timed on the same stocks, before/after")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = Settings.from_env(args.home).ensure()
@@ -89,9 +102,14 @@ def main() -> None:
     insts = [r[0] for r in con.execute("SELECT DISTINCT instrument FROM prices ORDER BY hash(instrument) "
                                        "LIMIT $k", {"k": args.sample}).fetchall()]
     px = con.execute("SELECT * FROM prices WHERE list_contains($i, instrument)", {"i": insts}).df()
+    params = {"instruments": insts, "after": "1900-01-01", "lookback": LOOKBACK_ROWS}
+    if args.compare_sql:
+        t, c = time.perf_counter(), cpu()
+        con.execute(Path(args.compare_sql).read_text(), params).df()
+        print(f"SAME STOCKS, {args.compare_sql}: {time.perf_counter() - t:.2f} s wall / {cpu() - c:.2f} s CPU")
+    # to a DataFrame, like the reference (fetchall()'s Python tuples would cost more than the SQL)
     t, c = time.perf_counter(), cpu()
-    con.execute(sql_text("features/alpha158"), {"instruments": insts, "after": "1900-01-01",
-                                                 "lookback": LOOKBACK_ROWS}).fetchall()
+    con.execute(sql_text("features/alpha158"), params).df()
     sql_wall, sql_cpu = time.perf_counter() - t, cpu() - c
     con.close()
     t, c = time.perf_counter(), cpu()
