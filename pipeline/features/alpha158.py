@@ -123,6 +123,24 @@ SHORT = ("rk_lo", "rk_hi", "hmax", "lmin", "imax", "imin", "q")
 
 def _is_short(name: str, w: int) -> bool:
     return name in SHORT and w <= SUM_STEP and (name != "q" or w in SORTED_LIST_WINDOWS)
+
+
+LONG_EXT = ("hmax", "lmin", "imax", "imin")
+
+
+def _long_ext(name: str, w: int) -> str:
+    """Max / min / first arg max of a window w = 10 k from lags of the 10-day ones: the
+    extreme of the block extremes, and the oldest block holding it gives the earliest day."""
+    def lag(col: str, k: int) -> str:
+        return col if k == 0 else f"lag({col}, {k}) OVER s"
+    offs = range(0, w, SUM_STEP)
+    ext_name = "hmax" if name in ("hmax", "imax") else "lmin"
+    fn = "greatest" if ext_name == "hmax" else "least"
+    ext = f"{fn}(" + ", ".join(lag(f"{ext_name}_{SUM_STEP}", k) for k in offs) + ")"
+    if name == ext_name:
+        return ext
+    return ("CASE " + " ".join(f"WHEN {lag(f'{ext_name}_{SUM_STEP}', k)} = {ext} THEN {lag(f'{name}_{SUM_STEP}', k)}"
+                               for k in reversed(offs[1:])) + f" ELSE {name}_{SUM_STEP} END")
 # t_w = sum over the window of j * c_j, j = 0..w-1 (for BETA): t_w = sum over k of
 # lag(t_10, 10 k) + 10 k lag(s_10, 10 k). Then sum((x - mean x) c) = (w - 1) / 2 s_c - t and regr_slope(c, x) follows.
 # window quantities from the sums s_<name> and t (suffix _w)
@@ -317,7 +335,8 @@ def render_sql() -> str:
     lags = ",\n".join([f"{ind}lag({s}, {w}) OVER s AS {s}{w}" for s in ("c", "v") for w in WINDOWS]
                        + [day_lags])
     aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
-            if not _is_short(name, w)]
+            if not _is_short(name, w) and not (name in LONG_EXT and w > SUM_STEP)]
+    aggs += [f"{ind}{_long_ext(n, w)} AS {n}_{w}" for w in WINDOWS if w > SUM_STEP for n in LONG_EXT]
     aggs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
     aggs = ",\n".join(aggs)
     derived = []
