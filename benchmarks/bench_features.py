@@ -20,10 +20,14 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
   window sums from lags (1bb3f6f), load ~0.7-1.6: full panel 93.7 s wall / 175 s CPU
     (Alpha158 91.6 s = 46 stocks/s), peak RSS 3.1 GB; 40 stocks, same run: old SQL 1.96 s
     CPU, new SQL 1.60 s CPU, pandas reference 2.38 s CPU (1.5x).
-  100 stocks (167k rows), 1 thread, into a temp table, alternating runs: 4.0 s -> 2.9 s CPU.
-The remaining cost is the ~33 framed aggregates (quantile, rank, max/min, arg max/min for
-20/30/60 days, std and corr of close) at ~100-200 ns per row each, plus the sorts: the
-60 s / 5x targets are still not met.
+  + max/min/arg max of 20/30/60 days from lags (87080f0), load ~3-4 (about one core for
+    this process): full panel 160 s wall / 158 s CPU (Alpha158 156 s), peak RSS 3.1 GB;
+    40 stocks, same run: old SQL 1.92 s CPU, new SQL 1.42 s CPU, pandas reference 1.81 s.
+  100 stocks (167k rows), 1 thread, into a temp table, alternating runs: 4.0 s (aef26c5)
+    -> 2.9 s (1bb3f6f) -> 2.6 s CPU (87080f0).
+The remaining cost is the ~20 framed aggregates (quantile, rank of 20/30/60 days, std and
+corr of close) at ~100-200 ns per row each, the lags and the sorts: the 60 s / 5x targets
+are still not met.
 """
 from __future__ import annotations
 

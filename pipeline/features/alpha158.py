@@ -43,20 +43,17 @@ PRICE = [("OPEN0", "o / c"), ("HIGH0", "h / c"), ("LOW0", "l / c"), ("VWAP0", "v
 # aggregate is a DuckDB window expression (~100-200 ns per row); the sums below replace most.
 AGGS = {
     "sd": "stddev_samp(c)",
-    "hmax": "max(h)",
-    "lmin": "min(l)",
     # DuckDB's windowed quantile is ~5x slower on 5-row frames than sorting the frame's list;
     # for w = 5 _short() sorts the list of the day lags instead (interpolated the same way,
     # see QTLU/QTLD); for w >= 10 list_sort is slower than the windowed quantile
     "q": "quantile_cont(c, [0.2, 0.8])",
     "rk_lo": "rank(ORDER BY c)",            # 1 + #(window < c)
     "rk_hi": "rank(ORDER BY c DESC)",       # 1 + #(window > c)
-    # first day of the highest high / lowest low: the 1e-12 x nudge breaks exact ties toward
-    # the earlier day (numpy argmax), far below any real price difference
-    "imax": "arg_max(x, h * (1 - x * 1e-12))",
-    "imin": "arg_min(x, l * (1 + x * 1e-12))",
     "corr_cv": "corr(c, lv)",
 }
+# hmax_w, lmin_w (highest high, lowest low) and imax_w, imin_w (row number x of their first
+# day, as numpy's argmax) come from day lags (_short, w <= 10) and from lags of the 10-day
+# ones (_long_ext), with exact ties; likewise rank_lo/hi for w <= 10.
 
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
