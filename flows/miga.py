@@ -113,6 +113,8 @@ def run_demo(data: str | None = None, config: str | None = "quick", home: str | 
     settings = Settings.from_env(home).ensure()
     # Keep Prefect's state (temporary API database, cached results) inside the home folder.
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    # The temporary API server can take longer than Prefect's default 20 s on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     t0 = time.perf_counter()
     out = miga(data=data, config=config, home=str(settings.home), epochs=epochs)
     print("\n" + out["table"])
