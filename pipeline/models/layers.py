@@ -30,12 +30,20 @@ def scatter_real(values: torch.Tensor, mask: torch.Tensor, fill: float = 0.0) ->
 
 
 class PerStockModel(nn.Module):
-    """A model that scores each stock from its own (T, D) window: `encode` + linear head.
+    """A model that scores each stock from its own (T, D) window: encoder + linear head.
 
-    Subclasses set `self.encoder` (n, T, D) -> (n, H) and `self.head` (H -> 1).
+    Subclasses name their encoder class: `encoder_cls(cfg, d_feat)`, (n, T, D) -> (n, H) with
+    an `out_dim` attribute; the head maps H -> 1.
     """
 
     needs_market: bool = False
+    encoder_cls: type
+
+    def __init__(self, cfg, d_feat: int, d_market: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = self.encoder_cls(cfg, d_feat)
+        self.head = nn.Linear(self.encoder.out_dim, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
                 market: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

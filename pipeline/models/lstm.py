@@ -33,8 +33,4 @@ class LSTMEncoder(nn.Module):
 
 
 class LSTM(PerStockModel):
-    def __init__(self, cfg: LSTMConfig, d_feat: int, d_market: int = 0):
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = LSTMEncoder(cfg, d_feat)
-        self.head = nn.Linear(self.encoder.out_dim, 1)
+    encoder_cls = LSTMEncoder

@@ -97,8 +97,4 @@ class MambaEncoder(nn.Module):
 
 
 class Mamba(PerStockModel):
-    def __init__(self, cfg: MambaConfig, d_feat: int, d_market: int = 0):
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = MambaEncoder(cfg, d_feat)
-        self.head = nn.Linear(self.encoder.out_dim, 1)
+    encoder_cls = MambaEncoder

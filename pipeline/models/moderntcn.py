@@ -137,8 +137,4 @@ class ModernTCNEncoder(nn.Module):
 
 
 class ModernTCN(PerStockModel):
-    def __init__(self, cfg: ModernTCNConfig, d_feat: int, d_market: int = 0):
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = ModernTCNEncoder(cfg, d_feat)
-        self.head = nn.Linear(self.encoder.out_dim, 1)
+    encoder_cls = ModernTCNEncoder

@@ -36,8 +36,4 @@ class TCNEncoder(nn.Module):
 
 
 class TCN(PerStockModel):
-    def __init__(self, cfg: TCNConfig, d_feat: int, d_market: int = 0):
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = TCNEncoder(cfg, d_feat)
-        self.head = nn.Linear(self.encoder.out_dim, 1)
+    encoder_cls = TCNEncoder

@@ -40,8 +40,4 @@ class TransformerEncoderT(nn.Module):
 
 
 class Transformer(PerStockModel):
-    def __init__(self, cfg: TransformerConfig, d_feat: int, d_market: int = 0):
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = TransformerEncoderT(cfg, d_feat)
-        self.head = nn.Linear(self.encoder.out_dim, 1)
+    encoder_cls = TransformerEncoderT
