@@ -84,7 +84,7 @@ def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
 def validate(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.data.validate import validate_warehouse
 
-    return str(validate_warehouse(_settings(home)))
+    return str(validate_warehouse(_settings(home), gx="failures"))
 
 
 @task(name="features", cache_key_fn=_data_key("features"), cache_expiration=CACHE_FOR, persist_result=True)

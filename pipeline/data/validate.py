@@ -241,8 +241,12 @@ class WarehouseValidation:
         return "validation of the warehouse:\n" + "\n".join(f"  {t}" for t in self.tables)
 
 
-def validate_warehouse(settings: Settings) -> WarehouseValidation:
-    """Run every suite over its warehouse table (feature_panel only when present)."""
+def validate_warehouse(settings: Settings, gx: str = "always") -> WarehouseValidation:
+    """Run every suite over its warehouse table (feature_panel only when present).
+
+    Every row is always checked (the suites compiled to SQL); gx="always" also runs GX itself on
+    the evidence rows for the official report, gx="failures" only when a check fails (the flow,
+    right after an ingest that validated the same rows, skips GX's ~3 s fixed cost)."""
     from pipeline.warehouse import connect, table_exists
 
     if not settings.warehouse.exists():
@@ -260,7 +264,7 @@ def validate_warehouse(settings: Settings) -> WarehouseValidation:
                 raise DataError(f"warehouse table {table} is missing: run `miga ingest --data DIR`",
                                 file=str(settings.warehouse), column=table)
             out.append(validate(con, table, table, table, f"warehouse:{table}",
-                                settings.reports_dir))
+                                settings.reports_dir, gx=gx))
         return WarehouseValidation(out)
     finally:
         con.close()

@@ -16,7 +16,7 @@ def test_default_config_uses_shared_segments():
 def test_quick_preset_merges_over_default():
     cfg = load_config("quick")
     assert cfg.segments.preset == "synthetic"
-    assert cfg.train.max_epochs == 4
+    assert cfg.train.max_epochs == 8
     assert cfg.train.alpha == 2e-3  # inherited from default
     assert cfg.fingerprint() != load_config().fingerprint()
 
