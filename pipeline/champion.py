@@ -72,11 +72,9 @@ def window_ic(settings: Settings, config: Config, store, run_id: str, stockset: 
     return float(ic_metrics(df)["ic"])
 
 
-def _version_of(client, model: str, run_id: str):
-    for mv in client.search_model_versions(f"name='{model}'"):
-        if mv.run_id == run_id:
-            return mv
-    return None
+def _versions_by_run(client, model: str) -> dict:
+    """run_id -> registered version of `model` (one registry query per model)."""
+    return {mv.run_id: mv for mv in client.search_model_versions(f"name='{model}'")}
 
 
 def challenge(settings: Settings, config: Config, results: list[dict],
@@ -97,10 +95,11 @@ def challenge(settings: Settings, config: Config, results: list[dict],
     decisions = []
     for model in sorted({r["cell"]["model"] for r in results}):
         challengers = []
+        versions = _versions_by_run(client, model)
         for r in results:
             if r["cell"]["model"] != model:
                 continue
-            mv = _version_of(client, model, r["run_id"])
+            mv = versions.get(r["run_id"])
             if mv is not None:
                 challengers.append((window_ic(settings, config, store, r["run_id"], stockset, days), mv))
         if not challengers:

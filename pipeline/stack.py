@@ -192,12 +192,16 @@ def stop_process(pid: int, grace: float = 15.0) -> None:
                 pass
 
 
+def _stop_rank(name: str) -> int:
+    kind = name.rstrip("0123456789").rstrip("-")  # worker-0, worker-1, ... are all "worker"
+    return STOP_ORDER.index(kind) if kind in STOP_ORDER else len(STOP_ORDER)
+
+
 def stop(settings: Settings) -> list[str]:
     """Stop every stack process by its PID file; removes the PID files. Returns what was stopped."""
     stopped = []
     files = sorted(settings.pids_dir.glob("*.pid")) if settings.pids_dir.exists() else []
-    order = {name: i for i, name in enumerate(STOP_ORDER)}
-    files.sort(key=lambda f: order.get(f.stem.split("-")[0] if f.stem.startswith("worker") else f.stem, 99))
+    files.sort(key=lambda f: _stop_rank(f.stem))
     for f in files:
         try:
             pid = int(f.read_text().strip())
