@@ -1,6 +1,7 @@
 """Training throughput per model: stock-days per second at B = 1 and B = 16 trading days a step.
 
     .venv/bin/python benchmarks/bench_train.py [--home DIR] [--config NAME] [--models a,b] [--days 48]
+                                               [--step-bound | --only-step-bound]
 
 Uses the tensor store of the shared data (csi300) when it is built in the home folder
 (`miga ingest/features/store` with the default config); otherwise a synthetic store of the same
@@ -92,6 +93,57 @@ def measure(name, store, batch_days, days, cfg, overrides):
     return res.throughput, res.train_stock_days / res.train_cpu_seconds
 
 
+def step_costs(name, cfg, overrides, n: int = 290, d: int = 158, m: int = 24, t: int = 5,
+               reps: int = 15) -> tuple[float, float, float]:
+    """Median seconds of one training step (forward, the trainer's loss, backward, Adam step)
+    on random inputs: (B=1, N=n), (B=1, N=2) and (B=16, N=n). The N=2 step is the part of a
+    step that does not grow with the data (Python, op dispatch, the optimiser over the weights),
+    the only part batching days can save: it bounds the B=16 speed-up (Amdahl)."""
+    import torch
+
+    from pipeline.losses import total_loss
+    from pipeline.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, d_feat=d, d_market=m, **overrides).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    market_in = getattr(model, "needs_market", False)
+
+    def one(b: int, k: int) -> float:
+        x, y = torch.randn(b, k, t, d), torch.randn(b, k)
+        mask, mk = torch.ones(b, k, dtype=torch.bool), torch.randn(b, t, m) if market_in else None
+        times = []
+        for _ in range(reps + 3):
+            t0 = time.perf_counter()
+            scores, aux = model(x, mask, mk)
+            aux = aux if torch.is_tensor(aux) else torch.zeros(())
+            loss, _ = total_loss(cfg.train.loss, scores, y, mask, aux, cfg.train.alpha, cfg.train.beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[3:]))
+
+    return one(1, n), one(1, 2), one(16, n)
+
+
+def print_step_bounds(models, cfg) -> None:
+    print("
+Where a B=1 step goes (random inputs, 290 stocks, median of 15 steps):")
+    head = (f"{'model':<12}{'B=1 ms':>9}{'fixed ms':>10}{'fixed %':>9}{'B=16 ms':>10}"
+            f"{'B=16 speed-up':>15}{'bound':>8}")
+    print(head)
+    print("-" * len(head))
+    for name in models:
+        t1, f, t16 = step_costs(name, cfg, cfg.model_overrides(name))
+        f = min(f, t1)
+        bound = 16 * t1 / (16 * (t1 - f) + f)
+        print(f"{name:<12}{t1 * 1e3:>9.1f}{f * 1e3:>10.1f}{f / t1:>9.0%}{t16 * 1e3:>10.1f}"
+              f"{16 * t1 / t16:>14.1f}x{bound:>7.1f}x", flush=True)
+    print("fixed = a step on 2 stocks (what does not grow with the data); bound = the B=16\n"
+          "speed-up if batching removed all of it for 15 of 16 days: 16 t1 / (16 (t1 - f) + f).")
+
+
 def main() -> None:
     import torch
 
@@ -105,10 +157,18 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(sorted(MODELS)))
     ap.add_argument("--days", type=int, default=48, help="training days per measurement")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--step-bound", action="store_true",
+                    help="also time single steps on random inputs: the per-step fixed cost and "
+                         "the B=16 speed-up it allows")
+    ap.add_argument("--only-step-bound", action="store_true", help="only the step-cost table")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
+    if args.only_step_bound:
+        print(f"device: cpu ({torch.get_num_threads()} torch threads)")
+        print_step_bounds(args.models.split(","), cfg)
+        return
     settings = Settings.from_env(args.home)
     tmp = None
     try:
@@ -142,6 +202,8 @@ def main() -> None:
     print("\nsd/s = stock-days per wall-clock second; sd/cpu-s = per second of process CPU time\n"
           "(all threads), which is less sensitive to other processes sharing the cores; s/epoch\n"
           "is wall-clock, extrapolated to one epoch.")
+    if args.step_bound:
+        print_step_bounds(args.models.split(","), cfg)
     if tmp is not None:
         tmp.cleanup()
 

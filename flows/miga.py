@@ -107,16 +107,43 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
             "data_fingerprint": data_fp}
 
 
+def _preload() -> None:
+    """The libraries the flow's tasks import, loaded while the temporary API server starts."""
+    import matplotlib.backends.backend_agg  # noqa: F401  (run plots)
+    import mlflow.pytorch  # noqa: F401  (torch and MLflow: the grid cells)
+
+    import pipeline.data.ingest  # noqa: F401
+    import pipeline.experiment  # noqa: F401
+    import pipeline.features.build  # noqa: F401
+
+
+def _demo_settings(settings: Settings) -> dict:
+    """Prefect settings for the demo, unless the environment sets them: its state (API database,
+    cached results) inside the home folder; a startup timeout that suits a busy 2-core machine
+    (Prefect's default is 20 s); no block-type registration (the flow uses no blocks: ~1 s of
+    the server's start) and no telemetry (these machines may have no route out)."""
+    from prefect import settings as ps
+
+    wanted = {ps.PREFECT_HOME: str(settings.home / "prefect"),
+              ps.PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120,
+              ps.PREFECT_API_BLOCKS_REGISTER_ON_START: False,
+              ps.PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    return {k: v for k, v in wanted.items() if k.name not in os.environ}
+
+
 def run_demo(data: str | None = None, config: str | None = "quick", home: str | None = None,
              epochs: int | None = None) -> int:
     """The README's main command: the `miga` flow in-process, on synthetic data unless `data`."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    from flows.temporary_api import temporary_api
+
     settings = Settings.from_env(home).ensure()
-    # Keep Prefect's state (temporary API database, cached results) inside the home folder.
-    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
-    # The temporary API server can take longer than Prefect's default 20 s on a busy 2-core machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     t0 = time.perf_counter()
-    out = miga(data=data, config=config, home=str(settings.home), epochs=epochs)
+    with temporary_settings(updates=_demo_settings(settings)), \
+            temporary_api(settings.logs_dir, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(),
+                          preload=_preload):
+        out = miga(data=data, config=config, home=str(settings.home), epochs=epochs)
     print("\n" + out["table"])
     for d in out["champion"]:
         print(f"champion {d['model']}: {d['decision']} ({d['reason']})")

@@ -102,9 +102,11 @@ def evaluate(pred: pd.DataFrame, config: Config, index_ret: pd.Series | None = N
     return metrics, test_daily, rets
 
 
-def _expert_usage_by_set(model, store, stockset, window, device) -> dict[str, np.ndarray]:
+def _expert_usage_by_set(model, store, stockset, window, device,
+                         own_usage: np.ndarray | None) -> dict[str, np.ndarray]:
     """Mean routing weights (G, E) over the test days of each stock set. "all" (every traded
-    stock, thousands on real data) only when it is the run's own set or the only one."""
+    stock, thousands on real data) only when it is the run's own set or the only one.
+    own_usage: the run's own set, already measured by its test-prediction pass."""
     from pipeline.loader import DayLoader
     from pipeline.train import expert_usage
 
@@ -113,6 +115,9 @@ def _expert_usage_by_set(model, store, stockset, window, device) -> dict[str, np
         sets.append("all")
     out = {}
     for s in sets:
+        if s == stockset and own_usage is not None:
+            out[s] = own_usage
+            continue
         ld = DayLoader(store, "test", s, batch_days=8, window=window)
         if len(ld):
             u = expert_usage(model, ld, device)
@@ -131,7 +136,7 @@ def run_experiment(settings: Settings, config: Config, model_name: str, stockset
     from pipeline import plots, tracking
     from pipeline.loader import DayLoader
     from pipeline.models import MODELS, create_model
-    from pipeline.train import fit, predict, resolve_device, seed_everything
+    from pipeline.train import fit, predict, predict_with_usage, resolve_device, seed_everything
 
     t_start = time.perf_counter()
     settings.ensure()
@@ -191,9 +196,9 @@ def run_experiment(settings: Settings, config: Config, model_name: str, stockset
         res = fit(model, train_ld, valid_ld, tc, seed=seed, checkpoint_dir=ckpt_dir,
                   on_epoch=tracking.log_epoch, progress=progress, device=device)
 
+        test_pred, test_usage = predict_with_usage(model, test_ld, device, tc.bf16, store)
         pred = pd.concat([predict(model, valid_ld, device, tc.bf16, store).assign(segment="valid"),
-                          predict(model, test_ld, device, tc.bf16, store).assign(segment="test")],
-                         ignore_index=True)
+                          test_pred.assign(segment="test")], ignore_index=True)
         pred = pred[["date", "instrument", "score", "label", "segment"]]
         index_ret = _index_series(settings, stockset, store.dates)
         if index_ret is None:
@@ -217,7 +222,7 @@ def run_experiment(settings: Settings, config: Config, model_name: str, stockset
             plots.daily_ic(test_daily, t / "daily_ic.png", title=title)
             plots.training_curves(res.history, t / "training_curves.png", title)
             if getattr(model, "last_routing", None) is not None:
-                usage = _expert_usage_by_set(model, store, stockset, window, device)
+                usage = _expert_usage_by_set(model, store, stockset, window, device, test_usage)
                 if usage:
                     plots.expert_usage(usage, t / "expert_usage.png", title)
                     np.savez(t / "expert_usage.npz", **usage)

@@ -9,7 +9,9 @@ with the model: inference must apply exactly the same transform.
 """
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -27,15 +29,20 @@ def fit_robust(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if values.shape[0] == 0:
         d = values.shape[1]
         return np.zeros(d), np.ones(d)
-    # in blocks of columns: nanmedian copies its input, and a wide panel has 626 of them
-    parts = [_fit_block(values[:, a:a + 32]) for a in range(0, values.shape[1], 32)]
+    # in blocks of columns: nanmedian copies its input, and a wide panel has 626 of them;
+    # numpy's partition releases the GIL, so blocks on two threads take ~half the time
+    blocks = [values[:, a:a + 32] for a in range(0, values.shape[1], 32)]
+    # (warning filters are process-wide: set once here, not in the threads)
+    with warnings.catch_warnings(), \
+            ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1, 4)) as pool:
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are handled below
+        parts = list(pool.map(_fit_block, blocks))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _fit_block(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(values, dtype=np.float64)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are handled below
+    with np.errstate(all="ignore"):
         median = np.nanmedian(v, axis=0)
         mad = np.nanmedian(np.abs(v - median), axis=0)
         std = np.nanstd(v, axis=0)

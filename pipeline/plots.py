@@ -35,10 +35,12 @@ def cumulative_returns(returns: pd.DataFrame, path: Path, title: str = "") -> Pa
     return _save(plt, fig, path, dates=True)
 
 
-def _save(plt, fig, path: Path, dates: bool = False) -> Path:
+def _save(plt, fig, path: Path, dates: bool = False, **margins) -> Path:
+    # Fixed margins, not tight_layout: that measures every label and costs a third of the
+    # time of a plot (~0.15 s each, four plots a run).
+    fig.subplots_adjust(**{"left": 0.08, "right": 0.98, "top": 0.9, "bottom": 0.1, **margins})
     if dates:
-        fig.autofmt_xdate()
-    fig.tight_layout()
+        fig.autofmt_xdate()   # rotated date labels, bottom margin 0.2
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
@@ -73,7 +75,7 @@ def expert_usage(usage: dict[str, np.ndarray], path: Path, title: str = "") -> P
         ax.axvline(k * e - 0.5, color="white", lw=0.5)
     fig.colorbar(im, ax=ax, label="mean routing weight")
     ax.set_title(title or "expert usage by stock set (test)")
-    return _save(plt, fig, path)
+    return _save(plt, fig, path, left=0.1, right=1.0, bottom=0.22, top=0.85)
 
 
 def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
@@ -88,4 +90,4 @@ def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
     a2.set_title("IC")
     a2.legend(fontsize=8)
     fig.suptitle(title)
-    return _save(plt, fig, path)
+    return _save(plt, fig, path, top=0.82, bottom=0.12, wspace=0.25)

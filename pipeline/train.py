@@ -112,7 +112,14 @@ def predict(model, loader, device: str | torch.device = "cpu", bf16: bool = Fals
 
     With `store`, also `date` and `instrument` (first columns).
     """
-    return _evaluate(model, loader, torch.device(device), bf16, store)[0]
+    return predict_with_usage(model, loader, device, bf16, store)[0]
+
+
+def predict_with_usage(model, loader, device: str | torch.device = "cpu", bf16: bool = False,
+                       store=None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """`predict`, plus the mean routing weight per expert (G, E) over the same members (None if
+    the model does not route): one pass gives a MIGA run its test scores and expert usage."""
+    return _evaluate(model, loader, torch.device(device), bf16, store)
 
 
 def expert_usage(model, loader, device: str | torch.device = "cpu") -> np.ndarray | None:

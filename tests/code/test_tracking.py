@@ -138,6 +138,12 @@ def test_artifacts_and_registered_model(logged):
     pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
     np.testing.assert_allclose(again["score"].to_numpy(),
                                pred.loc[pred.segment == "test", "score"].to_numpy(), rtol=1e-5, atol=1e-6)
+    # every set's usage (the run's own one comes from its test-prediction pass) is the model's
+    from pipeline.train import expert_usage
+
+    for s in store.members:
+        fresh = expert_usage(model, DayLoader(store, "test", s, batch_days=8))
+        np.testing.assert_allclose(usage[s], fresh, rtol=1e-5, atol=1e-7, err_msg=s)
 
     # the MLflow model serves packed (B, N, T, D+M) arrays
     pyfunc = mlflow.pyfunc.load_model(f"models:/miga-conv/{versions[0].version}")
