@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from datetime import date
@@ -203,7 +204,9 @@ class StoreWriter:
     """Writes a store into `<root>.tmp` and renames it to `root` on `finish()`."""
 
     def __init__(self, root, fingerprint, dates, instruments, feature_names, market_names,
-                 segments: dict, window: int):
+                 segments: dict, window: int, prefix_features: Path | None = None):
+        """prefix_features: a features.f32 of the same N and D whose days are this store's
+        first days (a store being extended): its bytes are copied in first."""
         self.root = Path(root)
         self.tmp = self.root.with_name(self.root.name + ".tmp")
         if self.tmp.exists():
@@ -218,9 +221,17 @@ class StoreWriter:
             "segments": _seg_json(segments), "window": int(window),
         }
         shape = (len(dates), len(instruments), len(feature_names))
-        # A fresh memmap is a sparse zero-filled file: stock-days never written stay 0.
-        self.features = np.memmap(self.tmp / "features.f32", dtype=np.float32, mode="w+",
-                                  shape=shape)
+        path = self.tmp / "features.f32"
+        if prefix_features is None:
+            # A fresh memmap is a sparse zero-filled file: stock-days never written stay 0.
+            self.features = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+            return
+        size = int(np.prod(shape)) * 4
+        if Path(prefix_features).stat().st_size > size:
+            raise ValueError(f"{prefix_features} is larger than the store it should start")
+        shutil.copyfile(prefix_features, path)      # a plain file copy: kernel-side, fast
+        os.truncate(path, size)                     # the new days: zeros until written
+        self.features = np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
 
     def finish(self, *, labels, traded, members: dict, stats: dict, market,
                extra_meta: dict | None = None) -> Path:

@@ -94,7 +94,8 @@ def _first(cur):
     return rows[0] if rows else None
 
 
-def _prefix_fp(con, until) -> str:
+def prices_prefix_fp(con, until) -> str:
+    """Row count and hash of `prices` up to `until`: equal means that history is unchanged."""
     n, h = run_sql(con, "features/prices_prefix_fingerprint", {"until": until}).fetchall()[0]
     return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
 
@@ -105,7 +106,7 @@ def _plan(con, name: str, source: str, last, force: bool) -> tuple[str, date]:
     if force or row is None or row[0] != source or not table_exists(con, name):
         return "rebuild", EPOCH
     _, built_last, fp = row
-    if _prefix_fp(con, built_last) != fp:
+    if prices_prefix_fp(con, built_last) != fp:
         return "rebuild", EPOCH
     if last > built_last:
         return "extend", built_last
@@ -114,7 +115,7 @@ def _plan(con, name: str, source: str, last, force: bool) -> tuple[str, date]:
 
 def _record(con, name, source, last, rows, seconds) -> None:
     run_sql(con, "features/upsert_feature_build", {
-        "name": name, "source": source, "last_date": last, "prefix_fp": _prefix_fp(con, last),
+        "name": name, "source": source, "last_date": last, "prefix_fp": prices_prefix_fp(con, last),
         "rows": rows, "seconds": round(seconds, 2)})
 
 
@@ -205,7 +206,7 @@ def _market(con, last, force, summary) -> None:
     # Tiny (a few indices x days): rebuilt whenever prices or index levels changed.
     t0 = time.perf_counter()
     from pipeline.warehouse import table_fingerprint
-    fp = "|".join((table_fingerprint(con, "index_prices", ("index_prices",)), _prefix_fp(con, last),
+    fp = "|".join((table_fingerprint(con, "index_prices", ("index_prices",)), prices_prefix_fp(con, last),
                    _source("sql", "features/market_features")))
     row = _first(run_sql(con, "features/get_feature_build", {"name": "market_features"}))
     if not force and row and row[2] == fp and table_exists(con, "market_features"):

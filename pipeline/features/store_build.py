@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
+from datetime import date
 
 import numpy as np
 
 from pipeline.errors import MigaError
-from pipeline.features.build import build_features, open_warehouse
+from pipeline.features.build import build_features, open_warehouse, prices_prefix_fp
 from pipeline.normalize import apply_robust, fit_robust
 from pipeline.store import FIT_SAMPLE_ROWS, StoreWriter, TensorStore, _seg_dict, _stats_dict
 from pipeline.warehouse import SQL_DIR, run_sql, sql_text, table_exists, table_fingerprint
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 STORE_VERSION = 1          # bump when the layout or the build's semantics change
 BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (~64 MB of doubles)
 FIT_BYTES = 256 << 20      # at most this much sample for the normalisation fit
+KEEP_STORES = 2            # per config: the current store and the previous one (see _prune)
 
 
 def _data_fingerprint(con) -> str:
@@ -72,10 +75,31 @@ def build_store_from_warehouse(settings, config, force: bool = False) -> TensorS
         if (root / "meta.json").is_file() and not force:
             log.info("tensor store %s is current", fp)
             return TensorStore(root)
-        _write(con, root, fp, config)
+        base = None if force else _extendable(con, settings, config)
+        _write(con, root, fp, config, base)
+        _prune(settings, root, _static_key(con, config))
     finally:
         con.close()
     return TensorStore(root)
+
+
+def _prune(settings, current: Path, key: str) -> None:
+    """Stores are caches (several GB each on real data) and a daily run makes a new one: of the
+    stores with this config's static key, keep the newest KEEP_STORES (the current one and the
+    one it extends), delete the others."""
+    same = []
+    for meta_path in settings.store_dir.glob("*/meta.json"):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("static_key") == key:
+            same.append((meta_path.parent == current, meta.get("last_date") or "",
+                         meta_path.stat().st_mtime, meta_path.parent))
+    same.sort(reverse=True)
+    for *_, root in same[KEEP_STORES:]:
+        shutil.rmtree(root, ignore_errors=True)
+        log.info("removed the old tensor store %s", root.name)
 
 
 def _rel(con, name: str, params: dict | None = None):
@@ -88,17 +112,137 @@ def _pairs(con, name: str, params: dict | None = None):
     return [np.asarray(v) for v in cols.values()]
 
 
-def _write(con, root, fp: str, config) -> None:
+# ------------------------------------------------------------------ extending a store
+# After `miga ingest` of new days, `miga features` extends the feature table (old rows are
+# unchanged: a feature of day t reads prices up to t only). The store then extends the
+# previous store instead of re-reading every row from DuckDB: the old days' normalised
+# features are copied (a file copy when the stock axis is unchanged, a scatter when new stocks
+# listed), only the new days are read and normalised with the same statistics, and the small
+# arrays (labels: the last old days' labels become known; traded, stock sets, market) are
+# recomputed in full, exactly as a rebuild would. It applies when nothing but new days came:
+#   - same static key (feature source and SQL, segments, data config, store version),
+#   - the prices up to the old store's last day hash the same (history not rewritten),
+#   - the old calendar is a prefix of the new one, the old stocks are among the new ones,
+#   - the train segment ends within the old days (so the fitted statistics are the same).
+# A feature panel (features.parquet) is not extended: it can change any row, and is rebuilt.
+
+def _static_key(con, config) -> str:
+    sources = con.execute("SELECT name, source FROM feature_builds WHERE name = 'features'").fetchall() \
+        if table_exists(con, "feature_builds") else []
+    sql_hash = hashlib.sha256(b"".join(
+        p.read_bytes() for p in sorted((SQL_DIR / "features").glob("*.sql")))).hexdigest()[:16]
+    blob = json.dumps({"sources": sources, "sql": sql_hash, "segments": config.fingerprint("segments"),
+                       "data_config": config.fingerprint("data"), "version": STORE_VERSION},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _extendable(con, settings, config) -> TensorStore | None:
+    """The newest store this one can extend (see above), or None: build in full."""
+    src = con.execute("SELECT source FROM feature_builds WHERE name = 'features'").fetchall() \
+        if table_exists(con, "feature_builds") else []
+    if not src or not str(src[0][0]).startswith("alpha158"):
+        return None
+    key = _static_key(con, config)
+    last = run_sql(con, "features/prices_last_date").fetchall()[0][0]
+    train_end = np.datetime64(_seg_dict(config.segments)["train"][1], "D")
+    candidates = []
+    for meta_path in settings.store_dir.glob("*/meta.json"):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        old_last = meta.get("last_date")
+        if meta.get("static_key") != key or not old_last or old_last >= str(last):
+            continue
+        if np.datetime64(old_last, "D") < train_end:
+            continue
+        candidates.append((old_last, meta_path.parent, meta))
+    for old_last, root, meta in sorted(candidates, key=lambda c: c[0], reverse=True):
+        if prices_prefix_fp(con, date.fromisoformat(old_last)) == meta.get("prices_prefix_fp"):
+            return TensorStore(root)
+    return None
+
+
+def _write(con, root, fp: str, config, base: TensorStore | None = None) -> None:
+    """Write the store for the warehouse's current data: in full, or by extending `base`."""
     t0 = time.perf_counter()
     run_sql(con, "features/store_calendar")
     run_sql(con, "features/store_instruments")
     dates = np.asarray(con.execute("SELECT date FROM store_cal ORDER BY di").fetchnumpy()["date"],
                        dtype="datetime64[D]")
     instruments = [r[0] for r in con.execute("SELECT instrument FROM store_inst ORDER BY ji").fetchall()]
+    if base is not None:
+        old_days = len(base.dates)
+        if (old_days > len(dates) or not np.array_equal(base.dates, dates[:old_days])
+                or not set(base.instruments) <= set(instruments)
+                or base.feature_names != _feature_columns(con)):
+            log.info("tensor store %s cannot be extended (calendar, stocks or features differ): "
+                     "building in full", base.fingerprint)
+            base = None
     days, n = len(dates), len(instruments)
     seg = _seg_dict(config.segments)
     window = config.data.window
+    clip = config.data.clip
+    traded, labels, members, market, market_names, mmed, mscale = _side_arrays(
+        con, config, dates, days, n, seg)
 
+    if base is None:
+        # Normalisation: fitted on train-segment rows only (hash sample, deterministic).
+        a, b = seg["train"]
+        n_train = run_sql(con, "features/store_count_between", {"start": a, "end": b}).fetchall()[0][0]
+        width = len(_feature_columns(con))
+        every = max(1, n_train // min(FIT_SAMPLE_ROWS, FIT_BYTES // (8 * width)))
+        sample = _rel(con, "features/store_fit_sample", {"start": a, "end": b, "every": every}).to_arrow_table()
+        feature_names = sample.column_names
+        med, scale = fit_robust(_to_matrix(sample, feature_names))
+        fit_rows, first_new = sample.num_rows, 0
+        log.info("normalisation fitted on %d train rows (1 in %d)", sample.num_rows, every)
+        writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window)
+    else:
+        feature_names = base.feature_names
+        med = np.asarray(base.norm_stats["median"])
+        scale = np.asarray(base.norm_stats["scale"])
+        fit_rows, first_new = base.meta.get("fit_rows"), len(base.dates)
+        same_axis = list(base.instruments) == instruments
+        writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window,
+                             prefix_features=base.root / "features.f32" if same_axis else None)
+        if not same_axis:   # new stocks listed: each old stock moves to its new column
+            where = {s: j for j, s in enumerate(instruments)}
+            cols = np.array([where[s] for s in base.instruments])
+            for a in range(0, first_new, 64):
+                b = min(a + 64, first_new)
+                writer.features[a:b, cols] = base.features[a:b]
+        log.info("extending tensor store %s: %d old days (%s), %d new", base.fingerprint,
+                 first_new, "file copy" if same_axis else f"{n - len(base.instruments)} new stocks",
+                 days - first_new)
+
+    width = len(feature_names)
+    reader = _rel(con, "features/store_features", {"from_day": first_new}).to_arrow_reader(
+        max(1024, BATCH_BYTES // (8 * width)))
+    rows = 0
+    for batch in reader:
+        di = batch.column(0).to_numpy()
+        ji = batch.column(1).to_numpy()
+        x = apply_robust(_to_matrix(batch, feature_names, offset=2), med, scale, clip)
+        keep = traded[di, ji]  # a panel row for a day the stock has no price is not a sample
+        writer.features[di[keep], ji[keep]] = x[keep]
+        rows += len(di)
+    stats = _stats_dict(feature_names, med, scale, clip, mmed, mscale)
+    last = str(dates[-1]) if days else None
+    extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
+             "fit_rows": fit_rows, "static_key": _static_key(con, config), "last_date": last,
+             "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
+             "extended_from": base.fingerprint if base is not None else None}
+    writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,
+                  extra_meta=extra)
+    log.info("tensor store %s: %d days x %d stocks x %d features in %.1f s%s", fp, days, n,
+             len(feature_names), time.perf_counter() - t0,
+             f" (extended {base.fingerprint})" if base is not None else "")
+
+
+def _side_arrays(con, config, dates, days: int, n: int, seg: dict):
+    """traded, labels, stock-set members and normalised market features, in full."""
     traded = np.zeros((days, n), bool)
     di, ji = _pairs(con, "features/store_traded")
     traded[di, ji] = True
@@ -125,34 +269,8 @@ def _write(con, root, fp: str, config) -> None:
         market[mk.column("di").to_numpy()] = np.column_stack(
             [mk.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in market_names])
     mmed, mscale = fit_robust(market[train])
-    clip = config.data.clip
-    market = apply_robust(market, mmed, mscale, clip)
-
-    # Normalisation: fitted on train-segment rows only (hash sample, deterministic).
-    a, b = seg["train"]
-    n_train = run_sql(con, "features/store_count_between", {"start": a, "end": b}).fetchall()[0][0]
-    width = len(_feature_columns(con))
-    every = max(1, n_train // min(FIT_SAMPLE_ROWS, FIT_BYTES // (8 * width)))
-    sample = _rel(con, "features/store_fit_sample", {"start": a, "end": b, "every": every}).to_arrow_table()
-    feature_names = sample.column_names
-    med, scale = fit_robust(_to_matrix(sample, feature_names))
-    log.info("normalisation fitted on %d train rows (1 in %d)", sample.num_rows, every)
-
-    writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window)
-    reader = _rel(con, "features/store_features").to_arrow_reader(max(1024, BATCH_BYTES // (8 * width)))
-    rows = 0
-    for batch in reader:
-        di = batch.column(0).to_numpy()
-        ji = batch.column(1).to_numpy()
-        x = apply_robust(_to_matrix(batch, feature_names, offset=2), med, scale, clip)
-        keep = traded[di, ji]  # a panel row for a day the stock has no price is not a sample
-        writer.features[di[keep], ji[keep]] = x[keep]
-        rows += len(di)
-    stats = _stats_dict(feature_names, med, scale, clip, mmed, mscale)
-    writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,
-                  extra_meta={"feature_rows": rows, "fit_rows": sample.num_rows})
-    log.info("tensor store %s: %d days x %d stocks x %d features in %.1f s", fp, days, n,
-             len(feature_names), time.perf_counter() - t0)
+    market = apply_robust(market, mmed, mscale, config.data.clip)
+    return traded, labels, members, market, market_names, mmed, mscale
 
 
 def _feature_columns(con) -> list[str]:

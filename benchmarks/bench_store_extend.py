@@ -1,0 +1,95 @@
+"""Tensor store after new days: extending the previous store vs building it again.
+
+    .venv/bin/python benchmarks/bench_store_extend.py [--data ../shared/data] [--home DIR]
+                                                      [--new-days 1] [--config NAME]
+
+Ingests the data folder without its last --new-days market days into a scratch home, builds
+features and the store; then ingests the whole folder (the new days, as a daily run does),
+extends features and store, and, side by side on the same final data, times a full rebuild
+of the store (`force=True`). Prints the seconds of each step and checks that the extended
+store equals the rebuilt one (features, labels, stock sets: bit for bit).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.data.ingest import ingest  # noqa: E402
+from pipeline.features.build import build_features  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.store import build_store  # noqa: E402
+
+
+def _prefix_folder(data: Path, out: Path, new_days: int) -> str:
+    """`data` without its last `new_days` market days; returns the last date kept."""
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    daily = str(data / "daily.parquet")
+    cut = con.execute(f"SELECT max(date) FROM (SELECT DISTINCT date FROM read_parquet('{daily}') "
+                      f"ORDER BY date DESC OFFSET {int(new_days)})").fetchall()[0][0]
+    for name in ("daily", "index"):
+        src = data / f"{name}.parquet"
+        con.execute(f"COPY (SELECT * FROM read_parquet('{src}') WHERE date <= $cut) "
+                    f"TO '{out / (name + '.parquet')}' (FORMAT parquet)", {"cut": cut})
+    shutil.copy(data / "membership.parquet", out / "membership.parquet")
+    con.close()
+    return str(cut)[:10]
+
+
+def timed(label: str, fn):
+    t = time.perf_counter()
+    out = fn()
+    print(f"{label:<44}{time.perf_counter() - t:>8.1f} s", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--home")
+    ap.add_argument("--new-days", type=int, default=1)
+    ap.add_argument("--config")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    home = Path(args.home or tempfile.mkdtemp(prefix="miga-extend-"))
+    settings = Settings.from_env(home).ensure()
+    config = load_config(args.config)
+    data = Path(args.data)
+
+    cut = _prefix_folder(data, home / "prefix_data", args.new_days)
+    print(f"home {home}; data {data}; first build up to {cut}, then {args.new_days} new day(s)")
+    timed("ingest (all but the new days)", lambda: ingest(settings, home / "prefix_data"))
+    timed("features (full build)", lambda: build_features(settings, config))
+    first = timed("store (full build)", lambda: build_store(settings, config))
+    timed("ingest of the new days (whole folder)", lambda: ingest(settings, data))
+    timed("features (extend)", lambda: build_features(settings, config))
+    ext = timed("store (EXTEND the previous one)", lambda: build_store(settings, config))
+    assert ext.meta["extended_from"] == first.fingerprint, ext.meta.get("extended_from")
+    ext_copy = home / "extended"
+    shutil.copytree(ext.root, ext_copy)
+    full = timed("store (REBUILD on the same data, side by side)",
+                 lambda: build_store(settings, config, force=True))
+    from pipeline.store import TensorStore
+
+    ext = TensorStore(ext_copy)
+    same = (np.array_equal(np.asarray(ext.features), np.asarray(full.features))
+            and np.array_equal(ext.labels, full.labels, equal_nan=True)
+            and all(np.array_equal(ext.members[s], full.members[s]) for s in full.members))
+    print(f"store: {len(full.dates)} days x {len(full.instruments)} stocks x "
+          f"{len(full.feature_names)} features; extended == rebuilt: {same}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""`miga ingest` of new days makes the tensor store extend, not rebuild, and the extended store
+equals a store built from scratch on the same data (every array, bit for bit)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.data.ingest import ingest
+from pipeline.data.synth import SynthSpec, write_synthetic
+from pipeline.settings import Settings
+from pipeline.store import TensorStore, build_store
+
+SPEC = SynthSpec(n_stocks=40, n_days=650, seed=5)   # train ends 2017-06-30 (day ~390)
+CUT1, CUT2 = "2018-01-31", "2018-04-30"             # both after the train segment
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory):
+    """full/ and its prefixes cut1/, cut2/. One stock (LATE) lists only after CUT2: its rows
+    before are dropped from every folder, so the stock axis grows at the last step."""
+    root = tmp_path_factory.mktemp("extend_data")
+    full = write_synthetic(root / "full", SPEC)
+    daily = pd.read_parquet(full / "daily.parquet")
+    late = sorted(daily.instrument.unique())[len(daily.instrument.unique()) // 2]
+    daily = daily[(daily.instrument != late) | (daily.date > pd.Timestamp(CUT2))]
+    daily.to_parquet(full / "daily.parquet", index=False)
+    out = {"full": full, "late": late}
+    for name, cut in (("cut1", CUT1), ("cut2", CUT2)):
+        d = root / name
+        d.mkdir()
+        daily[daily.date <= pd.Timestamp(cut)].to_parquet(d / "daily.parquet", index=False)
+        idx = pd.read_parquet(full / "index.parquet")
+        idx[idx.date <= pd.Timestamp(cut)].to_parquet(d / "index.parquet", index=False)
+        (d / "membership.parquet").write_bytes((full / "membership.parquet").read_bytes())
+        out[name] = d
+    return out
+
+
+def _config():
+    return load_config("quick")
+
+
+def _fresh(tmp_path, name, folder) -> TensorStore:
+    s = Settings.from_env(tmp_path / name).ensure()
+    ingest(s, folder)
+    return build_store(s, _config())
+
+
+def _assert_same(a: TensorStore, b: TensorStore) -> None:
+    assert list(a.dates) == list(b.dates) and list(a.instruments) == list(b.instruments)
+    assert a.feature_names == b.feature_names and a.market_names == b.market_names
+    assert np.array_equal(np.asarray(a.features), np.asarray(b.features))
+    assert np.array_equal(a.labels, b.labels, equal_nan=True)
+    assert np.array_equal(a.traded, b.traded) and np.array_equal(a.market, b.market)
+    assert a.members.keys() == b.members.keys()
+    for s in a.members:
+        assert np.array_equal(a.members[s], b.members[s]), s
+    assert a.norm_stats == b.norm_stats
+
+
+def test_new_days_extend_the_store(settings, data_dirs, tmp_path):
+    cfg = _config()
+    ingest(settings, data_dirs["cut1"])
+    first = build_store(settings, cfg)
+    assert first.meta["extended_from"] is None
+
+    # new days, same stocks: the old features file is copied and only the new days are read
+    ingest(settings, data_dirs["cut2"])
+    second = build_store(settings, cfg)
+    assert second.meta["extended_from"] == first.fingerprint
+    assert len(second.dates) > len(first.dates) and list(second.instruments) == list(first.instruments)
+    _assert_same(second, _fresh(tmp_path, "fresh2", data_dirs["cut2"]))
+
+    # new days and a newly listed stock: the old days move to the new stock axis
+    ingest(settings, data_dirs["full"])
+    third = build_store(settings, cfg)
+    assert third.meta["extended_from"] == second.fingerprint
+    assert data_dirs["late"] in set(third.instruments) - set(second.instruments)
+    fresh = _fresh(tmp_path, "fresh3", data_dirs["full"])
+    _assert_same(third, fresh)
+    # stores are caches: the current one and the previous one are kept, older ones deleted
+    assert not first.root.exists() and second.root.exists() and third.root.exists()
+    # the last old days' labels became known with the new prices, as in the full build
+    k = len(second.dates) - 1
+    assert np.isnan(second.labels[k]).all() and not np.isnan(third.labels[k]).all()
+
+
+def test_rewritten_history_rebuilds(settings, data_dirs, tmp_path):
+    cfg = _config()
+    ingest(settings, data_dirs["cut1"])
+    first = build_store(settings, cfg)
+    # the new folder also revises an old price: the old features are stale, so no extension
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for f in data_dirs["cut2"].iterdir():
+        (changed / f.name).write_bytes(f.read_bytes())
+    daily = pd.read_parquet(changed / "daily.parquet")
+    i = daily.index[daily.date == daily.date.min()][0]
+    daily.loc[i, ["open", "high", "low", "close"]] *= 1.01
+    daily.to_parquet(changed / "daily.parquet", index=False)
+    ingest(settings, changed)
+    second = build_store(settings, cfg)
+    assert second.fingerprint != first.fingerprint and second.meta["extended_from"] is None
+    _assert_same(second, _fresh(tmp_path, "fresh", changed))
+    assert json.loads((second.root / "meta.json").read_text())["last_date"] == str(second.dates[-1])
