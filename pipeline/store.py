@@ -204,9 +204,15 @@ class StoreWriter:
     """Writes a store into `<root>.tmp` and renames it to `root` on `finish()`."""
 
     def __init__(self, root, fingerprint, dates, instruments, feature_names, market_names,
-                 segments: dict, window: int, prefix_features: Path | None = None):
+                 segments: dict, window: int, prefix_features: Path | None = None,
+                 prefix_chunks=None):
         """prefix_features: a features.f32 of the same N and D whose days are this store's
-        first days (a store being extended): its bytes are copied in first."""
+        first days (a store being extended). The new file is a hard link to it, grown for the
+        new days: the old store reads only its own days (its memmap has its own shape), which
+        are never written again, so both stay valid without copying gigabytes. Where links are
+        not possible, the bytes are copied.
+        prefix_chunks: else, an iterable of (k, N, D) float32 arrays, this store's first days,
+        written sequentially before the file is mapped (~1.5x faster than through the map)."""
         self.root = Path(root)
         self.tmp = self.root.with_name(self.root.name + ".tmp")
         if self.tmp.exists():
@@ -222,14 +228,26 @@ class StoreWriter:
         }
         shape = (len(dates), len(instruments), len(feature_names))
         path = self.tmp / "features.f32"
-        if prefix_features is None:
+        size = int(np.prod(shape)) * 4
+        if prefix_features is None and prefix_chunks is None:
             # A fresh memmap is a sparse zero-filled file: stock-days never written stay 0.
             self.features = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
             return
-        size = int(np.prod(shape)) * 4
-        if Path(prefix_features).stat().st_size > size:
-            raise ValueError(f"{prefix_features} is larger than the store it should start")
-        shutil.copyfile(prefix_features, path)      # a plain file copy: kernel-side, fast
+        if prefix_features is not None:
+            if Path(prefix_features).stat().st_size > size:
+                raise ValueError(f"{prefix_features} is larger than the store it should start")
+            try:
+                os.link(prefix_features, path)
+            except OSError:
+                shutil.copyfile(prefix_features, path)
+        else:
+            with open(path, "wb") as f:
+                for chunk in prefix_chunks:
+                    if chunk.shape[1:] != shape[1:]:
+                        raise ValueError(f"prefix chunk of shape {chunk.shape}, store {shape}")
+                    f.write(np.ascontiguousarray(chunk, dtype=np.float32).data)
+            if path.stat().st_size > size:
+                raise ValueError("the prefix chunks hold more days than the store")
         os.truncate(path, size)                     # the new days: zeros until written
         self.features = np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
 

@@ -206,13 +206,8 @@ def _write(con, root, fp: str, config, base: TensorStore | None = None) -> None:
         fit_rows, first_new = base.meta.get("fit_rows"), len(base.dates)
         same_axis = list(base.instruments) == instruments
         writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window,
-                             prefix_features=base.root / "features.f32" if same_axis else None)
-        if not same_axis:   # new stocks listed: each old stock moves to its new column
-            where = {s: j for j, s in enumerate(instruments)}
-            cols = np.array([where[s] for s in base.instruments])
-            for a in range(0, first_new, 64):
-                b = min(a + 64, first_new)
-                writer.features[a:b, cols] = base.features[a:b]
+                             prefix_features=base.root / "features.f32" if same_axis else None,
+                             prefix_chunks=None if same_axis else _moved(base, instruments))
         log.info("extending tensor store %s: %d old days (%s), %d new", base.fingerprint,
                  first_new, "file copy" if same_axis else f"{n - len(base.instruments)} new stocks",
                  days - first_new)
@@ -239,6 +234,33 @@ def _write(con, root, fp: str, config, base: TensorStore | None = None) -> None:
     log.info("tensor store %s: %d days x %d stocks x %d features in %.1f s%s", fp, days, n,
              len(feature_names), time.perf_counter() - t0,
              f" (extended {base.fingerprint})" if base is not None else "")
+
+
+def _moved(base: TensorStore, instruments: list[str], days: int = 64):
+    """The old store's days on the new stock axis (new stocks listed: zeros), in chunks."""
+    runs = _runs(list(base.instruments), instruments)
+    buf = np.zeros((days, len(instruments), len(base.feature_names)), np.float32)
+    for a in range(0, len(base.dates), days):
+        b = min(a + days, len(base.dates))
+        chunk = buf[: b - a]
+        chunk[:] = 0
+        for old0, old1, new0 in runs:
+            chunk[:, new0:new0 + old1 - old0] = base.features[a:b, old0:old1]
+        yield chunk
+
+
+def _runs(old: list[str], new: list[str]) -> list[tuple[int, int, int]]:
+    """(old start, old end, new start) of the runs of consecutive old stocks that stay
+    consecutive on the new axis: a few slice copies instead of a gather per stock."""
+    where = {s: j for j, s in enumerate(new)}
+    out = []
+    for i, s in enumerate(old):
+        j = where[s]
+        if out and out[-1][1] == i and out[-1][2] + (i - out[-1][0]) == j:
+            out[-1] = (out[-1][0], i + 1, out[-1][2])
+        else:
+            out.append((i, i + 1, j))
+    return out
 
 
 def _side_arrays(con, config, dates, days: int, n: int, seg: dict):

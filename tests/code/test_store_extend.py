@@ -67,6 +67,7 @@ def test_new_days_extend_the_store(settings, data_dirs, tmp_path):
     ingest(settings, data_dirs["cut1"])
     first = build_store(settings, cfg)
     assert first.meta["extended_from"] is None
+    first_features = np.array(first.features)
 
     # new days, same stocks: the old features file is copied and only the new days are read
     ingest(settings, data_dirs["cut2"])
@@ -74,6 +75,10 @@ def test_new_days_extend_the_store(settings, data_dirs, tmp_path):
     assert second.meta["extended_from"] == first.fingerprint
     assert len(second.dates) > len(first.dates) and list(second.instruments) == list(first.instruments)
     _assert_same(second, _fresh(tmp_path, "fresh2", data_dirs["cut2"]))
+    # the first store (its file now shares its days with the second's) still reads the same
+    ino = [(st.root / "features.f32").stat().st_ino for st in (first, second)]
+    assert ino[0] == ino[1]                                  # a hard link, not a copy
+    assert np.array_equal(np.asarray(TensorStore(first.root).features), first_features)
 
     # new days and a newly listed stock: the old days move to the new stock axis
     ingest(settings, data_dirs["full"])
