@@ -205,12 +205,14 @@ class StoreWriter:
 
     def __init__(self, root, fingerprint, dates, instruments, feature_names, market_names,
                  segments: dict, window: int, prefix_features: Path | None = None,
-                 prefix_chunks=None):
-        """prefix_features: a features.f32 of the same N and D whose days are this store's
-        first days (a store being extended). The new file is a hard link to it, grown for the
-        new days: the old store reads only its own days (its memmap has its own shape), which
-        are never written again, so both stay valid without copying gigabytes. Where links are
-        not possible, the bytes are copied.
+                 prefix_days: int = 0, prefix_chunks=None):
+        """prefix_features: a features.f32 of the same N and D whose first `prefix_days` days
+        are this store's first days (a store being extended). The new file is a hard link to
+        it, grown for the new days: the old store reads only its own days (its memmap has its
+        own shape), which are never written again, so both stay valid without copying
+        gigabytes. A file already grown by another store (longer than prefix_days), or one that
+        cannot be linked, is copied instead, cut to its prefix days: no two stores share days
+        that either of them writes.
         prefix_chunks: else, an iterable of (k, N, D) float32 arrays, this store's first days,
         written sequentially before the file is mapped (~1.5x faster than through the map)."""
         self.root = Path(root)
@@ -234,12 +236,19 @@ class StoreWriter:
             self.features = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
             return
         if prefix_features is not None:
-            if Path(prefix_features).stat().st_size > size:
-                raise ValueError(f"{prefix_features} is larger than the store it should start")
-            try:
-                os.link(prefix_features, path)
-            except OSError:
+            prefix = int(prefix_days) * int(np.prod(shape[1:])) * 4
+            if prefix > size or Path(prefix_features).stat().st_size < prefix:
+                raise ValueError(f"{prefix_features}: {prefix_days} days do not fit {shape}")
+            linked = False
+            if Path(prefix_features).stat().st_size == prefix:
+                try:
+                    os.link(prefix_features, path)
+                    linked = True
+                except OSError:
+                    pass
+            if not linked:
                 shutil.copyfile(prefix_features, path)
+                os.truncate(path, prefix)           # drop days another store appended
         else:
             with open(path, "wb") as f:
                 for chunk in prefix_chunks:

@@ -207,6 +207,7 @@ def _write(con, root, fp: str, config, base: TensorStore | None = None) -> None:
         same_axis = list(base.instruments) == instruments
         writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window,
                              prefix_features=base.root / "features.f32" if same_axis else None,
+                             prefix_days=first_new,
                              prefix_chunks=None if same_axis else _moved(base, instruments))
         log.info("extending tensor store %s: %d old days (%s), %d new", base.fingerprint,
                  first_new, "file copy" if same_axis else f"{n - len(base.instruments)} new stocks",

@@ -112,3 +112,33 @@ def test_rewritten_history_rebuilds(settings, data_dirs, tmp_path):
     assert second.fingerprint != first.fingerprint and second.meta["extended_from"] is None
     _assert_same(second, _fresh(tmp_path, "fresh", changed))
     assert json.loads((second.root / "meta.json").read_text())["last_date"] == str(second.dates[-1])
+
+
+def test_a_grown_file_is_never_shared_twice(tmp_path):
+    """Two stores extending the same base: the first links the base's file and grows it, the
+    second must copy (cut to the base's days), or it would write into the first one's days."""
+    from pipeline.store import StoreWriter, _seg_dict
+
+    days, n, d = 5, 3, 2
+    base = np.memmap(tmp_path / "base.f32", dtype=np.float32, mode="w+", shape=(days, n, d))
+    base[:] = 1.0
+    base.flush()
+    dates = np.arange("2020-01-01", "2020-01-08", dtype="datetime64[D]")
+    seg = _seg_dict({"train": ("2020-01-01", "2020-01-02"), "valid": ("2020-01-03", "2020-01-04"),
+                     "test": ("2020-01-05", "2020-01-07"), "embargo_days": 0})
+
+    def extend(name: str, value: float) -> StoreWriter:
+        w = StoreWriter(tmp_path / name, name, dates, list("abc"), ["f0", "f1"], [], seg, 5,
+                        prefix_features=tmp_path / "base.f32", prefix_days=days)
+        w.features[days:] = value
+        w.features.flush()
+        return w
+
+    a = extend("a", 2.0)
+    assert (a.tmp / "features.f32").stat().st_ino == (tmp_path / "base.f32").stat().st_ino
+    b = extend("b", 3.0)
+    assert (b.tmp / "features.f32").stat().st_ino != (tmp_path / "base.f32").stat().st_ino
+    assert np.all(np.asarray(a.features[days:]) == 2.0) and np.all(np.asarray(a.features[:days]) == 1.0)
+    assert np.all(np.asarray(b.features[days:]) == 3.0) and np.all(np.asarray(b.features[:days]) == 1.0)
+    reread = np.memmap(tmp_path / "base.f32", dtype=np.float32, mode="r", shape=(days, n, d))
+    assert np.all(reread == 1.0)                       # the base's own days are untouched
