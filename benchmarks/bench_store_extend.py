@@ -1,7 +1,7 @@
 """Tensor store after new days: extending the previous store vs building it again.
 
     .venv/bin/python benchmarks/bench_store_extend.py [--data ../shared/data] [--home DIR]
-                                                      [--new-days 1] [--config NAME]
+                                                      [--new-days 1] [--until DATE] [--config NAME]
 
 Ingests the data folder without its last --new-days market days into a scratch home, builds
 features and the store; then ingests the whole folder (the new days, as a daily run does),
@@ -32,13 +32,15 @@ from pipeline.settings import Settings  # noqa: E402
 from pipeline.store import build_store  # noqa: E402
 
 
-def _prefix_folder(data: Path, out: Path, new_days: int) -> str:
-    """`data` without its last `new_days` market days; returns the last date kept."""
+def _prefix_folder(data: Path, out: Path, new_days: int = 0, until: str | None = None) -> str:
+    """`data` up to `until` (default: its end) without its last `new_days` market days;
+    returns the last date kept."""
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     daily = str(data / "daily.parquet")
     cut = con.execute(f"SELECT max(date) FROM (SELECT DISTINCT date FROM read_parquet('{daily}') "
-                      f"ORDER BY date DESC OFFSET {int(new_days)})").fetchall()[0][0]
+                      f"WHERE date <= $u ORDER BY date DESC OFFSET {int(new_days)})",
+                      {"u": until or "9999-12-31"}).fetchall()[0][0]
     for name in ("daily", "index"):
         src = data / f"{name}.parquet"
         con.execute(f"COPY (SELECT * FROM read_parquet('{src}') WHERE date <= $cut) "
@@ -61,12 +63,17 @@ def main() -> None:
     ap.add_argument("--home")
     ap.add_argument("--new-days", type=int, default=1)
     ap.add_argument("--config")
+    ap.add_argument("--until", help="use the data up to this date only (e.g. a day on which no "
+                                     "stock listed: the old features file is then linked)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     home = Path(args.home or tempfile.mkdtemp(prefix="miga-extend-"))
     settings = Settings.from_env(home).ensure()
     config = load_config(args.config)
     data = Path(args.data)
+    if args.until:
+        _prefix_folder(data, home / "until_data", 0, args.until)
+        data = home / "until_data"
 
     cut = _prefix_folder(data, home / "prefix_data", args.new_days)
     print(f"home {home}; data {data}; first build up to {cut}, then {args.new_days} new day(s)")
@@ -78,7 +85,7 @@ def main() -> None:
     ext = timed("store (EXTEND the previous one)", lambda: build_store(settings, config))
     assert ext.meta["extended_from"] == first.fingerprint, ext.meta.get("extended_from")
     ext_copy = home / "extended"
-    shutil.copytree(ext.root, ext_copy)
+    ext.root.rename(ext_copy)       # kept aside (no copy): the rebuild writes the same folder
     full = timed("store (REBUILD on the same data, side by side)",
                  lambda: build_store(settings, config, force=True))
     from pipeline.store import TensorStore
@@ -88,7 +95,8 @@ def main() -> None:
             and np.array_equal(ext.labels, full.labels, equal_nan=True)
             and all(np.array_equal(ext.members[s], full.members[s]) for s in full.members))
     print(f"store: {len(full.dates)} days x {len(full.instruments)} stocks x "
-          f"{len(full.feature_names)} features; extended == rebuilt: {same}")
+          f"{len(full.feature_names)} features; {len(full.instruments) - len(first.instruments)} "
+          f"new stocks; extended == rebuilt: {same}")
 
 
 if __name__ == "__main__":
