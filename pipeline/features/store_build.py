@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 
@@ -87,16 +88,8 @@ def _prune(settings, current: Path, key: str) -> None:
     """Stores are caches (several GB each on real data) and a daily run makes a new one: of the
     stores with this config's static key, keep the newest KEEP_STORES (the current one and the
     one it extends), delete the others."""
-    same = []
-    for meta_path in settings.store_dir.glob("*/meta.json"):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("static_key") == key:
-            same.append((meta_path.parent == current, meta.get("last_date") or "",
-                         meta_path.stat().st_mtime, meta_path.parent))
-    same.sort(reverse=True)
+    same = sorted(((root == current, meta.get("last_date") or "", (root / "meta.json").stat().st_mtime,
+                    root) for root, meta in _stores_with_key(settings, key)), reverse=True)
     for *_, root in same[KEEP_STORES:]:
         shutil.rmtree(root, ignore_errors=True)
         log.info("removed the old tensor store %s", root.name)
@@ -137,6 +130,19 @@ def _static_key(con, config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _stores_with_key(settings, key: str) -> list[tuple[Path, dict]]:
+    """(folder, meta) of the complete stores in the home folder with this static key."""
+    out = []
+    for meta_path in settings.store_dir.glob("*/meta.json"):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("static_key") == key:
+            out.append((meta_path.parent, meta))
+    return out
+
+
 def _extendable(con, settings, config) -> TensorStore | None:
     """The newest store this one can extend (see above), or None: build in full."""
     src = con.execute("SELECT source FROM feature_builds WHERE name = 'features'").fetchall() \
@@ -147,17 +153,11 @@ def _extendable(con, settings, config) -> TensorStore | None:
     last = run_sql(con, "features/prices_last_date").fetchall()[0][0]
     train_end = np.datetime64(_seg_dict(config.segments)["train"][1], "D")
     candidates = []
-    for meta_path in settings.store_dir.glob("*/meta.json"):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
+    for root, meta in _stores_with_key(settings, key):
         old_last = meta.get("last_date")
-        if meta.get("static_key") != key or not old_last or old_last >= str(last):
+        if not old_last or old_last >= str(last) or np.datetime64(old_last, "D") < train_end:
             continue
-        if np.datetime64(old_last, "D") < train_end:
-            continue
-        candidates.append((old_last, meta_path.parent, meta))
+        candidates.append((old_last, root, meta))
     for old_last, root, meta in sorted(candidates, key=lambda c: c[0], reverse=True):
         if prices_prefix_fp(con, date.fromisoformat(old_last)) == meta.get("prices_prefix_fp"):
             return TensorStore(root)
