@@ -8,6 +8,11 @@ features and the store; then ingests the whole folder (the new days, as a daily 
 extends features and store, and, side by side on the same final data, times a full rebuild
 of the store (`force=True`). Prints the seconds of each step and checks that the extended
 store equals the rebuilt one (features, labels, stock sets: bit for bit).
+
+Measured 2026-11-24 on the shared data, idle 2-core machine (load ~1.7):
+  last day 2020-12-31 (3 stocks listed that day): extend 19.8 s vs rebuild 43.2 s
+  --until 2020-12-09 (no listing that day, features file linked): extend 2.9 s vs rebuild 52.3 s
+  features for the new day (extend) 7.9-8.0 s; extended == rebuilt: True in both.
 """
 from __future__ import annotations
 

@@ -27,6 +27,12 @@ Stock-days per wall-clock second:
     moderntcn   1,577      966    0.6x
     master        474      566    1.2x
 
+--only-step-bound (same machine, idle): per-step ms at B=1 on 290 stocks / the fixed part (a
+2-stock step) / bound on the B=16 speed-up 16 t1 / (16 (t1 - f) + f): tcn 16.9 / 5.5 / 1.4x,
+miga-conv 27.4 / 6.6 / 1.3x, lstm 6.0 / 2.1 / 1.5x, miga-rec 17.0 / 3.3 / 1.2x, miga-attn
+49.1 / 4.8 / 1.1x, transformer 36.8 / 3.8 / 1.1x, mamba 59.5 / 5.5 / 1.1x, moderntcn 178 / 6.0 /
+1.0x, master 617 / 10.4 / 1.0x.
+
 A csi300 day is already a compute-bound step on a CPU: batching 16 days gains at most 1.5x
 (the issue's 5x target is not met on CPU). Under heavy load from other processes, 2 torch
 threads spin-wait and B=1 collapses (5-40x slower), which makes B=16 look 6x faster; that is
