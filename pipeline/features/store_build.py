@@ -112,7 +112,8 @@ def _pairs(con, name: str, params: dict | None = None):
 # features are copied (a file copy when the stock axis is unchanged, a scatter when new stocks
 # listed), only the new days are read and normalised with the same statistics, and the small
 # arrays (labels: the last old days' labels become known; traded, stock sets, market) are
-# recomputed in full, exactly as a rebuild would. It applies when nothing but new days came:
+# recomputed in full, exactly as a rebuild would. It applies when nothing but new days came
+# (or no new day, but other stock-set memberships or index levels):
 #   - same static key (feature source and SQL, segments, data config, store version),
 #   - the prices up to the old store's last day hash the same (history not rewritten),
 #   - the old calendar is a prefix of the new one, the old stocks are among the new ones,
@@ -155,7 +156,7 @@ def _extendable(con, settings, config) -> TensorStore | None:
     candidates = []
     for root, meta in _stores_with_key(settings, key):
         old_last = meta.get("last_date")
-        if not old_last or old_last >= str(last) or np.datetime64(old_last, "D") < train_end:
+        if not old_last or old_last > str(last) or np.datetime64(old_last, "D") < train_end:
             continue
         candidates.append((old_last, root, meta))
     for old_last, root, meta in sorted(candidates, key=lambda c: c[0], reverse=True):

@@ -94,6 +94,28 @@ def test_new_days_extend_the_store(settings, data_dirs, tmp_path):
     assert np.isnan(second.labels[k]).all() and not np.isnan(third.labels[k]).all()
 
 
+def test_membership_change_alone_reuses_the_features(settings, data_dirs, tmp_path):
+    """No new day, but a revised membership interval: the features are reused (no day added)
+    and the stock sets recomputed, as a rebuild would."""
+    cfg = _config()
+    ingest(settings, data_dirs["cut2"])
+    first = build_store(settings, cfg)
+    revised = tmp_path / "revised"
+    revised.mkdir()
+    for f in data_dirs["cut2"].iterdir():
+        (revised / f.name).write_bytes(f.read_bytes())
+    m = pd.read_parquet(revised / "membership.parquet")
+    i = m.index[m.index_name == "csi300"][0]
+    m.loc[i, "end_date"] = m.loc[i, "start_date"] + pd.Timedelta(days=30)
+    m.to_parquet(revised / "membership.parquet", index=False)
+    ingest(settings, revised)
+    second = build_store(settings, cfg)
+    assert second.fingerprint != first.fingerprint
+    assert second.meta["extended_from"] == first.fingerprint
+    assert not np.array_equal(second.members["csi300"], first.members["csi300"])
+    _assert_same(second, _fresh(tmp_path, "fresh", revised))
+
+
 def test_rewritten_history_rebuilds(settings, data_dirs, tmp_path):
     cfg = _config()
     ingest(settings, data_dirs["cut1"])
