@@ -109,8 +109,9 @@ def _pairs(con, name: str, params: dict | None = None):
 # After `miga ingest` of new days, `miga features` extends the feature table (old rows are
 # unchanged: a feature of day t reads prices up to t only). The store then extends the
 # previous store instead of re-reading every row from DuckDB: the old days' normalised
-# features are copied (a file copy when the stock axis is unchanged, a scatter when new stocks
-# listed), only the new days are read and normalised with the same statistics, and the small
+# features are reused (a hard link to the old file, grown for the new days, when the stock axis
+# is unchanged; a sequential rewrite on the new axis when stocks listed: see StoreWriter), only
+# the new days are read and normalised with the same statistics, and the small
 # arrays (labels: the last old days' labels become known; traded, stock sets, market) are
 # recomputed in full, exactly as a rebuild would. It applies when nothing but new days came
 # (or no new day, but other stock-set memberships or index levels):
