@@ -79,16 +79,27 @@ def temporary_api(log_dir: Path, timeout: float, preload=None) -> Iterator[str |
             preload()
         yield None
         return
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
     log_file = Path(log_dir) / "temporary-api.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
     print(f"Starting a temporary Prefect API server on {url} (log: {log_file})", flush=True)
     proc = _launch(port, log_file)
     try:
         if preload:
             preload()
-        _wait_ready(url, proc, timeout, log_file)
+        for attempt in range(3):
+            try:
+                _wait_ready(url, proc, timeout, log_file)
+                break
+            except RuntimeError:
+                # the free port was taken between our check and the server's bind: another one
+                if proc.poll() is None or attempt == 2:
+                    raise
+                port = _free_port()
+                url = f"http://127.0.0.1:{port}/api"
+                print(f"Port taken; starting it on {url}", flush=True)
+                proc = _launch(port, log_file)
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
             from prefect.logging.handlers import APILogWorker
