@@ -108,7 +108,9 @@ class TensorStore:
 
     def describe(self) -> str:
         days, n, d = self.shape
-        size = sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+        # (features.f32 may be a hard link that a newer store has grown: count our own days)
+        size = self.features.nbytes + sum(p.stat().st_size for p in self.root.iterdir()
+                                          if p.is_file() and p.name != "features.f32")
         lines = [
             f"tensor store {self.fingerprint} at {self.root}",
             f"  {days} days {self.dates[0]}..{self.dates[-1]}, {n} instruments, {d} features, "
@@ -125,7 +127,8 @@ class TensorStore:
             per_day = m.sum(1)
             lines.append(f"  stockset {s:<8} mean {per_day.mean():7.1f} / max {per_day.max()} members a day")
         if "build_seconds" in self.meta:
-            lines.append(f"  built in {self.meta['build_seconds']:.1f} s")
+            how = f", extending {self.meta['extended_from']}" if self.meta.get("extended_from") else ""
+            lines.append(f"  built in {self.meta['build_seconds']:.1f} s{how}")
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- building

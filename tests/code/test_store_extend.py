@@ -73,6 +73,7 @@ def test_new_days_extend_the_store(settings, data_dirs, tmp_path):
     ingest(settings, data_dirs["cut2"])
     second = build_store(settings, cfg)
     assert second.meta["extended_from"] == first.fingerprint
+    assert f"extending {first.fingerprint}" in second.describe()
     assert len(second.dates) > len(first.dates) and list(second.instruments) == list(first.instruments)
     _assert_same(second, _fresh(tmp_path, "fresh2", data_dirs["cut2"]))
     # the first store (its file now shares its days with the second's) still reads the same
