@@ -50,6 +50,17 @@ def _fresh(tmp_path, name, folder) -> TensorStore:
     return build_store(s, _config())
 
 
+def _edited_copy(src, dst, name: str, edit):
+    """A copy of data folder `src` in which `edit(frame)` changed <name>.parquet in place."""
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    frame = pd.read_parquet(dst / f"{name}.parquet")
+    edit(frame)
+    frame.to_parquet(dst / f"{name}.parquet", index=False)
+    return dst
+
+
 def _assert_same(a: TensorStore, b: TensorStore) -> None:
     assert list(a.dates) == list(b.dates) and list(a.instruments) == list(b.instruments)
     assert a.feature_names == b.feature_names and a.market_names == b.market_names
@@ -101,14 +112,11 @@ def test_membership_change_alone_reuses_the_features(settings, data_dirs, tmp_pa
     cfg = _config()
     ingest(settings, data_dirs["cut2"])
     first = build_store(settings, cfg)
-    revised = tmp_path / "revised"
-    revised.mkdir()
-    for f in data_dirs["cut2"].iterdir():
-        (revised / f.name).write_bytes(f.read_bytes())
-    m = pd.read_parquet(revised / "membership.parquet")
-    i = m.index[m.index_name == "csi300"][0]
-    m.loc[i, "end_date"] = m.loc[i, "start_date"] + pd.Timedelta(days=30)
-    m.to_parquet(revised / "membership.parquet", index=False)
+    def revise(m):
+        i = m.index[m.index_name == "csi300"][0]
+        m.loc[i, "end_date"] = m.loc[i, "start_date"] + pd.Timedelta(days=30)
+
+    revised = _edited_copy(data_dirs["cut2"], tmp_path / "revised", "membership", revise)
     ingest(settings, revised)
     second = build_store(settings, cfg)
     assert second.fingerprint != first.fingerprint
@@ -122,14 +130,11 @@ def test_rewritten_history_rebuilds(settings, data_dirs, tmp_path):
     ingest(settings, data_dirs["cut1"])
     first = build_store(settings, cfg)
     # the new folder also revises an old price: the old features are stale, so no extension
-    changed = tmp_path / "changed"
-    changed.mkdir()
-    for f in data_dirs["cut2"].iterdir():
-        (changed / f.name).write_bytes(f.read_bytes())
-    daily = pd.read_parquet(changed / "daily.parquet")
-    i = daily.index[daily.date == daily.date.min()][0]
-    daily.loc[i, ["open", "high", "low", "close"]] *= 1.01
-    daily.to_parquet(changed / "daily.parquet", index=False)
+    def revise(daily):
+        i = daily.index[daily.date == daily.date.min()][0]
+        daily.loc[i, ["open", "high", "low", "close"]] *= 1.01
+
+    changed = _edited_copy(data_dirs["cut2"], tmp_path / "changed", "daily", revise)
     ingest(settings, changed)
     second = build_store(settings, cfg)
     assert second.fingerprint != first.fingerprint and second.meta["extended_from"] is None
