@@ -23,6 +23,9 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
   + max/min/arg max of 20/30/60 days from lags (87080f0), load ~3-4 (about one core for
     this process): full panel 160 s wall / 158 s CPU (Alpha158 156 s), peak RSS 3.1 GB;
     40 stocks, same run: old SQL 1.92 s CPU, new SQL 1.42 s CPU, pandas reference 1.81 s.
+  same SQL, idle machine (load 1.2), later the same day: full panel Alpha158 82.2 s wall
+    (84.3 s wall / 157 s CPU with labels and market features), peak RSS 3.11 GB; 40 stocks:
+    SQL 0.99 s wall / 1.63 s CPU vs pandas 1.86 s wall / 1.86 s CPU (1.9x wall, 1.1x CPU).
   100 stocks (167k rows), 1 thread, into a temp table, alternating runs: 4.0 s (aef26c5)
     -> 2.9 s (1bb3f6f) -> 2.6 s CPU (87080f0).
 The remaining cost is the ~20 framed aggregates (quantile, rank of 20/30/60 days, std and
