@@ -41,14 +41,18 @@ def _data_fingerprint(con) -> str:
         return ";".join(table_fingerprint(con, t, known) for t in known)
 
 
+def _sql_hash() -> str:
+    """Hash of every sql/features/*.sql file: a changed definition makes a new store."""
+    return hashlib.sha256(b"".join(
+        p.read_bytes() for p in sorted((SQL_DIR / "features").glob("*.sql")))).hexdigest()[:16]
+
+
 def store_fingerprint(con, config) -> str:
     """Hash of the warehouse inputs, the feature source and SQL, the segments and data config."""
     sources = con.execute("SELECT name, source FROM feature_builds ORDER BY name").fetchall() \
         if table_exists(con, "feature_builds") else []
-    sql_hash = hashlib.sha256(b"".join(
-        p.read_bytes() for p in sorted((SQL_DIR / "features").glob("*.sql")))).hexdigest()[:16]
     blob = json.dumps({
-        "data": _data_fingerprint(con), "sources": sources, "sql": sql_hash,
+        "data": _data_fingerprint(con), "sources": sources, "sql": _sql_hash(),
         "segments": config.fingerprint("segments"), "data_config": config.fingerprint("data"),
         "version": STORE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -76,9 +80,10 @@ def build_store_from_warehouse(settings, config, force: bool = False) -> TensorS
         if (root / "meta.json").is_file() and not force:
             log.info("tensor store %s is current", fp)
             return TensorStore(root)
-        base = None if force else _extendable(con, settings, config)
-        _write(con, root, fp, config, base)
-        _prune(settings, root, _static_key(con, config))
+        key = _static_key(con, config)
+        base = None if force else _extendable(con, settings, config, key)
+        _write(con, root, fp, config, key, base)
+        _prune(settings, root, key)
     finally:
         con.close()
     return TensorStore(root)
@@ -124,9 +129,7 @@ def _pairs(con, name: str, params: dict | None = None):
 def _static_key(con, config) -> str:
     sources = con.execute("SELECT name, source FROM feature_builds WHERE name = 'features'").fetchall() \
         if table_exists(con, "feature_builds") else []
-    sql_hash = hashlib.sha256(b"".join(
-        p.read_bytes() for p in sorted((SQL_DIR / "features").glob("*.sql")))).hexdigest()[:16]
-    blob = json.dumps({"sources": sources, "sql": sql_hash, "segments": config.fingerprint("segments"),
+    blob = json.dumps({"sources": sources, "sql": _sql_hash(), "segments": config.fingerprint("segments"),
                        "data_config": config.fingerprint("data"), "version": STORE_VERSION},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -145,13 +148,12 @@ def _stores_with_key(settings, key: str) -> list[tuple[Path, dict]]:
     return out
 
 
-def _extendable(con, settings, config) -> TensorStore | None:
+def _extendable(con, settings, config, key: str) -> TensorStore | None:
     """The newest store this one can extend (see above), or None: build in full."""
     src = con.execute("SELECT source FROM feature_builds WHERE name = 'features'").fetchall() \
         if table_exists(con, "feature_builds") else []
     if not src or not str(src[0][0]).startswith("alpha158"):
         return None
-    key = _static_key(con, config)
     last = run_sql(con, "features/prices_last_date").fetchall()[0][0]
     train_end = np.datetime64(_seg_dict(config.segments)["train"][1], "D")
     candidates = []
@@ -166,7 +168,7 @@ def _extendable(con, settings, config) -> TensorStore | None:
     return None
 
 
-def _write(con, root, fp: str, config, base: TensorStore | None = None) -> None:
+def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None) -> None:
     """Write the store for the warehouse's current data: in full, or by extending `base`."""
     t0 = time.perf_counter()
     run_sql(con, "features/store_calendar")
@@ -229,7 +231,7 @@ def _write(con, root, fp: str, config, base: TensorStore | None = None) -> None:
     stats = _stats_dict(feature_names, med, scale, clip, mmed, mscale)
     last = str(dates[-1]) if days else None
     extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
-             "fit_rows": fit_rows, "static_key": _static_key(con, config), "last_date": last,
+             "fit_rows": fit_rows, "static_key": key, "last_date": last,
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
              "extended_from": base.fingerprint if base is not None else None}
     writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,
