@@ -58,8 +58,8 @@ AGGS = {
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
 # (built from lags c_j = lag(c, j), v_j of close and volume, j = 0..10: no extra window pass),
-# and sum_20/30/60 = sum_10 + lag(sum_10, 10) + ... (k lags of sum_10, in the framed
-# aggregates' pass). Sums of at most 60 terms, as exact as the framed sum (no running totals,
+# and sum_20/30/60 = sum_10 + lag(sum_10, 10) + ... (k lags of sum_10, taken in the framed
+# aggregates' pass as lags of one struct of all the 10-day quantities, PACKED). Sums of at most 60 terms, as exact as the framed sum (no running totals,
 # so no cancellation between large prefix sums). A day before the stock's first row adds 0;
 # the warm-up rules only read complete windows.
 # Variances from sums of squares stay framed for price-level series (a flat window of c
@@ -129,7 +129,7 @@ def _long_ext(name: str, w: int) -> str:
     """Max / min / first arg max of a window w = 10 k from lags of the 10-day ones: the
     extreme of the block extremes, and the oldest block holding it gives the earliest day."""
     def lag(col: str, k: int) -> str:
-        return col if k == 0 else f"lag({col}, {k}) OVER s"
+        return col if k == 0 else f"{_packed_lag(k)}.{col}"
     offs = range(0, w, SUM_STEP)
     ext_name = "hmax" if name in ("hmax", "imax") else "lmin"
     fn = "greatest" if ext_name == "hmax" else "least"
@@ -263,16 +263,30 @@ win AS (
     WINDOW s AS (PARTITION BY instrument ORDER BY date),
         {windows}
 ),
+longs AS (
+    SELECT *,
+{longs}
+    FROM win
+),
 derived AS (
     SELECT *,
 {derived}
-    FROM win
+    FROM longs
+),
+masks AS (
+    SELECT *,
+{masks}
+    FROM derived
 )
 SELECT date, instrument,
 {cols}
-FROM derived
+FROM masks
 WHERE date > $after
 """
+
+
+def _mask(need: str, w: int) -> str:
+    return f"warm_{need}_{w}"
 
 
 def _agg(name: str, expr: str, w: int) -> str:
@@ -310,7 +324,19 @@ def _sums() -> tuple[str, str, str]:
     for w in (WINDOWS[0], SUM_STEP):
         sums += [f"{ind}" + " + ".join(f"u{j}_{n}" for j in range(w)) + f" AS s{w}_{n}" for n in SUMS]
         sums.append(f"{ind}" + " + ".join(f"{j} * u{j}_c" for j in range(1, w)) + f" AS t{w}")
+    sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED) + ") AS packed")
     return lags, units, ",\n".join(sums)
+
+
+# The 10-day quantities that the 20/30/60-day ones are built from, lagged by 10, 20, .., 50 days.
+# One lag of a struct of them costs ~1/5 of lagging each separately (~6% of the statement).
+PACKED = ([f"s{SUM_STEP}_{n}" for n in SUMS] + [f"t{SUM_STEP}"] + [f"{n}_{SUM_STEP}" for n in LONG_EXT])
+
+
+def _packed_lag(k: int) -> str:
+    """Column holding the PACKED struct of k days ago (k a multiple of SUM_STEP)."""
+    assert k % SUM_STEP == 0
+    return f"packed_{k}"
 
 
 def _long_sums(w: int) -> list[str]:
@@ -318,7 +344,7 @@ def _long_sums(w: int) -> list[str]:
     ind = " " * 8
 
     def lag(col: str, k: int) -> str:
-        return col if k == 0 else f"coalesce(lag({col}, {k}) OVER s, 0)"
+        return col if k == 0 else f"coalesce({_packed_lag(k)}.{col}, 0)"
     offs = range(0, w, SUM_STEP)
     out = [f"{ind}" + " + ".join(lag(f"s{SUM_STEP}_{n}", k) for k in offs) + f" AS s{w}_{n}" for n in SUMS]
     out.append(f"{ind}" + " + ".join(lag(f"t{SUM_STEP}", k) + (f" + {k} * {lag(f's{SUM_STEP}_c', k)}" if k else "")
@@ -333,9 +359,14 @@ def render_sql() -> str:
                        + [day_lags])
     aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
             if not _is_short(name, w) and not (name in LONG_EXT and w > SUM_STEP)]
-    aggs += [f"{ind}{_long_ext(n, w)} AS {n}_{w}" for w in WINDOWS if w > SUM_STEP for n in LONG_EXT]
-    aggs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
+    aggs += [f"{ind}lag(packed, {k}) OVER s AS {_packed_lag(k)}"
+             for k in range(SUM_STEP, max(WINDOWS), SUM_STEP)]
     aggs = ",\n".join(aggs)
+    longs = [f"{ind}{_long_ext(n, w)} AS {n}_{w}" for w in WINDOWS if w > SUM_STEP for n in LONG_EXT]
+    longs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
+    # warm-up as a factor 1.0 or NULL per (rule, window): a product is cheaper than a CASE per column
+    masks = [f"{ind}CASE WHEN {cond.format(w=w)} THEN 1.0 END AS {_mask(need, w)}"
+             for w in WINDOWS for need, cond in WARMUP.items()]
     derived = []
     for w in WINDOWS:
         names = {f"s_{n}": f"s{w}_{n}" for n in SUMS} | {"t": f"t{w}"}
@@ -352,10 +383,11 @@ def render_sql() -> str:
             e = expr.format(w=w, varx=w * (w + 1) / 12, half=(w - 1) / 2,
                             qtlu=_quantile(w, 0.8), qtld=_quantile(w, 0.2))
             if need:
-                e = f"CASE WHEN {WARMUP[need].format(w=w)} THEN {e} END"
+                e = f"({e}) * {_mask(need, w)}"
             cols.append(f"    CAST({e} AS FLOAT) AS {op}{w}")
     return _HEAD.format(lags=lags, units=units, sums=sums, aggs=aggs,
-                        windows=windows, derived=",\n".join(derived), cols=",\n".join(cols))
+                        windows=windows, longs=",\n".join(longs), derived=",\n".join(derived),
+                        masks=",\n".join(masks), cols=",\n".join(cols))
 
 
 if __name__ == "__main__":
