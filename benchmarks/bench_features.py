@@ -28,6 +28,14 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     SQL 0.99 s wall / 1.63 s CPU vs pandas 1.86 s wall / 1.86 s CPU (1.9x wall, 1.1x CPU).
   100 stocks (167k rows), 1 thread, into a temp table, alternating runs: 4.0 s (aef26c5)
     -> 2.9 s (1bb3f6f) -> 2.6 s CPU (87080f0).
+  struct-packed lags and warm-up factors (37fe38c) and statements of up to 1M rows (one per
+    ~1M rows instead of one per 400 stocks), idle machine (load 0.7-1.8), next session:
+    full panel Alpha158 77.0 s wall (80.9 s wall / 150 s CPU with labels and market
+    features), peak RSS 3.14 GB; before the batching change, same SQL: 85.9 s (88.0 / 164 s
+    CPU). 40 stocks: SQL 0.94-1.00 s wall / 1.46-1.54 s CPU vs pandas 1.81-1.84 s (1.8-1.9x
+    wall); 400 stocks (`--sample 400 --skip-full --compare-sql old.sql`): previous SQL
+    7.45 s / 12.57 s CPU, this SQL 7.21 s / 11.84 s CPU, pandas 20.13 s (2.8x wall, 1.7x CPU).
+    Single thread, 300 stocks (492k rows) into a temp table: 15.4-15.9 -> 14.5 us per row.
 The remaining cost is the ~20 framed aggregates (quantile, rank of 20/30/60 days, std and
 corr of close) at ~100-200 ns per row each, the lags and the sorts: the 60 s / 5x targets
 are still not met.

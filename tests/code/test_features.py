@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.features.alpha158 import FEATURE_NAMES, LOOKBACK_ROWS, render_sql
-from pipeline.features.build import build_features
+from pipeline.features.build import _stock_batches, build_features
 from pipeline.warehouse import SQL_DIR, sql_text
 from tests.code.alpha158_reference import alpha158_reference
 
@@ -153,7 +153,8 @@ def test_build_features_noop_then_extend_equals_rebuild(settings):
     prices = hand_made_prices(n_days=140)
     cut = prices["date"].sort_values().unique()[119]
     make_warehouse(settings.warehouse, prices[prices.date <= cut])
-    s1 = build_features(settings)
+    # small statements (one stock each, then two) here; the forced rebuild below is one statement
+    s1 = build_features(settings, batch_rows=150)
     assert [a for _, a, _, _ in s1.steps] == ["built (alpha158)", "built", "built"]
     assert not build_features(settings).changed  # unchanged inputs: a no-op
     # ingest of 20 new days (appended to prices): features and labels extend
@@ -161,7 +162,7 @@ def test_build_features_noop_then_extend_equals_rebuild(settings):
     con.register("new", prices[prices.date > cut])
     con.execute("INSERT INTO prices SELECT CAST(date AS DATE), * EXCLUDE (date) FROM new")
     con.close()
-    s2 = build_features(settings)
+    s2 = build_features(settings, batch_rows=170)
     actions = {t: a for t, a, _, _ in s2.steps}
     assert actions["features"] == "extended (alpha158)" and actions["labels"].startswith("extended")
     con = duckdb.connect(str(settings.warehouse))
@@ -177,6 +178,13 @@ def test_build_features_noop_then_extend_equals_rebuild(settings):
     pd.testing.assert_frame_equal(inc, full)
     pd.testing.assert_frame_equal(inc_labels, full_labels)
     assert full_labels["label"].notna().sum() > 0.9 * len(prices)
+
+
+def test_stock_batches_pack_rows_and_keep_every_stock():
+    rows = [("A", 100), ("B", 62), ("C", 62), ("D", 500), ("E", 1)]
+    assert _stock_batches(rows, 130) == [["A"], ["B", "C"], ["D"], ["E"]]
+    assert _stock_batches(rows, 10_000) == [["A", "B", "C", "D", "E"]]
+    assert _stock_batches([], 100) == []
 
 
 def test_feature_panel_replaces_alpha158(settings):
