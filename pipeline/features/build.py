@@ -7,7 +7,7 @@ of the prices up to that date. On the next run:
     read with its previous 61 rows so every 60-day window is complete; labels from the last 2
     labelled days on (they looked at days that had not arrived);
   - different hash (history rewritten)  -> rebuild.
-Alpha158 runs in batches of stocks so DuckDB's memory stays bounded on the full market.
+Alpha158 runs in statements of up to BATCH_ROWS rows (whole stocks) so DuckDB's memory stays bounded.
 When the warehouse holds `feature_panel`, `features` is a view on it instead.
 """
 from __future__ import annotations
