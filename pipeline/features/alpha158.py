@@ -59,8 +59,9 @@ AGGS = {
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
 # (built from lags c_j = lag(c, j), v_j of close and volume, j = 0..10: no extra window pass),
 # and sum_20/30/60 = sum_10 + lag(sum_10, 10) + ... (k lags of sum_10, taken in the framed
-# aggregates' pass as lags of one struct of all the 10-day quantities, PACKED). Sums of at most 60 terms, as exact as the framed sum (no running totals,
-# so no cancellation between large prefix sums). A day before the stock's first row adds 0;
+# aggregates' pass as lags of one struct of all the 10-day quantities, PACKED). Sums of at
+# most 60 terms, as exact as the framed sum (no running totals, so no cancellation between
+# large prefix sums). A day before the stock's first row adds 0;
 # the warm-up rules only read complete windows.
 # Variances from sums of squares stay framed for price-level series (a flat window of c
 # must give std 0 exactly, Qlib's 2e-5 rule); CORD's series are O(1) and centred
