@@ -56,7 +56,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.features.alpha158 import FEATURE_NAMES, LOOKBACK_ROWS  # noqa: E402
+from pipeline.features.alpha158 import FEATURE_NAMES, LOOKBACK_ROWS, VWAP_SQL  # noqa: E402
 from pipeline.warehouse import sql_text  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -89,12 +89,9 @@ def write_qlib_layout(con, out: Path) -> None:
     (out / "calendars").mkdir(parents=True, exist_ok=True)
     (out / "instruments").mkdir(exist_ok=True)
     (out / "calendars" / "day.txt").write_text("".join(f"{d:%Y-%m-%d}\n" for d in calendar))
-    df = con.execute("""
+    df = con.execute(f"""
         SELECT instrument, date, open * factor AS open, high * factor AS high, low * factor AS low,
-               close * factor AS close,
-               CASE WHEN volume > 0 AND amount > 0 THEN amount / volume * factor
-                    ELSE (open + high + low + close) / 4 * factor END AS vwap,
-               volume / factor AS volume, factor
+               close * factor AS close, {VWAP_SQL} AS vwap, volume / factor AS volume, factor
         FROM prices ORDER BY instrument, date""").df()
     lines = []
     for inst, g in df.groupby("instrument", sort=True):

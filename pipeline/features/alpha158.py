@@ -201,6 +201,9 @@ ROLLING = [
     ("VSUMD", "m", "(v - v{w}) / (2 * vgp_{w} - (v - v{w}) + 1e-12)"),
 ]
 SORTED_LIST_WINDOWS = (5,)
+# adjusted vwap from a `prices` row (the label's p uses the same rule, sql/features/labels.sql)
+VWAP_SQL = ("CASE WHEN volume > 0 AND amount > 0 THEN amount / volume * factor\n"
+            "             ELSE (open + high + low + close) / 4 * factor END")
 WARMUP = {"n": "x >= {w}", "m": "x > {w}", "k": "k_{w} = {w}"}
 
 FEATURE_NAMES = ([n for n, _ in KBAR] + [n for n, _ in PRICE]
@@ -220,8 +223,7 @@ WITH src AS (
 adj AS (
     SELECT instrument, date,
         open * factor AS o, high * factor AS h, low * factor AS l, close * factor AS c,
-        CASE WHEN volume > 0 AND amount > 0 THEN amount / volume * factor
-             ELSE (open + high + low + close) / 4 * factor END AS vwap,
+        {vwap} AS vwap,
         volume / factor AS v
     FROM src
 ),
@@ -386,7 +388,7 @@ def render_sql() -> str:
             if need:
                 e = f"({e}) * {_mask(need, w)}"
             cols.append(f"    CAST({e} AS FLOAT) AS {op}{w}")
-    return _HEAD.format(lags=lags, units=units, sums=sums, aggs=aggs,
+    return _HEAD.format(vwap=VWAP_SQL, lags=lags, units=units, sums=sums, aggs=aggs,
                         windows=windows, longs=",\n".join(longs), derived=",\n".join(derived),
                         masks=",\n".join(masks), cols=",\n".join(cols))
 
