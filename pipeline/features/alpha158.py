@@ -15,7 +15,8 @@ Inputs (from `prices`), as Qlib's data has them:
 Windows are the stock's own trading days (`ROWS BETWEEN w-1 PRECEDING`). Where Qlib fills the
 warm-up with `min_periods=1`, we return NULL until the window is full: w rows for operators on
 prices, w valid one-day changes (w+1 rows) for operators on changes, d+1 rows for ROC{d}.
-A log volume ratio that is not finite (previous volume 0) counts as missing. RANK is the
+A log volume ratio that is not finite (previous volume 0) counts as missing. Volume is never
+NULL in `prices` (its expectations), so volume windows hold w values. RANK is the
 average-rank percentile of today's close in the window (`rank(pct=True)`, as current Qlib);
 CORR/CORD and RSQR are NULL where a series' window std is <= 2e-5 (Qlib's np.isclose rule).
 """
@@ -40,16 +41,15 @@ KBAR = [
 PRICE = [("OPEN0", "o / c"), ("HIGH0", "h / c"), ("LOW0", "l / c"), ("VWAP0", "vwap / c")]
 
 # Window aggregates, computed once per window w (suffix _w): name -> SQL aggregate. Each framed
-# aggregate is a DuckDB window expression (~100-200 ns per row); the sums below replace most.
+# aggregate is a DuckDB window expression (~200-600 ns per row); the sums below replace the
+# others (std and corr of c included, ~2x cheaper from sums).
 AGGS = {
-    "sd": "stddev_samp(c)",
     # DuckDB's windowed quantile is ~5x slower on 5-row frames than sorting the frame's list;
     # for w = 5 _short() sorts the list of the day lags instead (interpolated the same way,
     # see QTLU/QTLD); for w >= 10 list_sort is slower than the windowed quantile
     "q": "quantile_cont(c, [0.2, 0.8])",
     "rk_lo": "rank(ORDER BY c)",            # 1 + #(window < c)
     "rk_hi": "rank(ORDER BY c DESC)",       # 1 + #(window > c)
-    "corr_cv": "corr(c, lv)",
 }
 # hmax_w, lmin_w (highest high, lowest low) and imax_w, imin_w (row number x of their first
 # day, as numpy's argmax) come from day lags (_short, w <= 10) and from lags of the 10-day
@@ -63,25 +63,29 @@ AGGS = {
 # most 60 terms, as exact as the framed sum (no running totals, so no cancellation between
 # large prefix sums). A day before the stock's first row adds 0;
 # the warm-up rules only read complete windows.
-# Variances from sums of squares stay framed for price-level series (a flat window of c
-# must give std 0 exactly, Qlib's 2e-5 rule); CORD's series are O(1) and centred
-# (cr - 1, lvr - ln 2) so that an unchanged price or volume adds exactly 0.
+# Variances from sums of squares are only taken of O(1) centred series, so that a flat window
+# gives exactly 0 (Qlib's 2e-5 rules read them): CORD's cr - 1 and lvr - ln 2, and for STD,
+# RSQR and CORR the closes relative to the row's own close, y_j = c_j / c - 1 (y2, ylv). A
+# 10-day block lagged by 10 k holds its y sums relative to its own close r (packed `ref`);
+# _long_sums rescales them to today's close. Volume sums stay raw: a flat window's rounding is
+# ~1.5e-8 of the level, below the features' tolerance and, for ln(v + 1) < 25, CORR's 2e-5.
 # The day's series in terms of {c}, {c1}, {v}, {v1} = close and volume of the day and the day before.
 BASE = {
     "lv": "ln({v} + 1)",
     "cr": "{c} / {c1}",
-    "lvr": "CASE WHEN isfinite(ln({v} / {v1} + 1)) THEN ln({v} / {v1} + 1) END",
-    "gp": "CASE WHEN {c1} IS NOT NULL THEN greatest({c} - {c1}, 0) END",
+    # NULL where v1 is missing or 0 (then v / v1 + 1 is inf or NaN): a missing ratio
+    "lvr": "ln({v} / nullif({v1}, 0) + 1)",
     "wv": "abs({c} / {c1} - 1) * {v}",
-    "vgp": "CASE WHEN {v1} IS NOT NULL THEN greatest({v} - {v1}, 0) END",
 }
 SUMS = {
-    # packed counts, each <= 60 < 100: rises + 100 falls + 1e4 valid lvr + 1e6 valid volumes
-    "n": "coalesce(CAST({c} > {c1} AS DOUBLE), 0) + 100 * coalesce(CAST({c} < {c1} AS DOUBLE), 0)"
-         " + 10000 * CAST({lvr} IS NOT NULL AS DOUBLE) + 1000000 * CAST({v} IS NOT NULL AS DOUBLE)",
+    # packed counts, exact in a double: sign(dc) + 1000 |sign(dc)| + 1e6 [lvr valid]; over w <= 60
+    # days that is (rises - falls) + 1000 (rises + falls) + 1e6 k (decoded in DERIVED)
+    "n": "coalesce(sign({c} - {c1}) + 1000 * abs(sign({c} - {c1})), 0)"
+         " + 1000000 * CAST({lvr} IS NOT NULL AS DOUBLE)",
     "c": "coalesce({c}, 0)",
-    "gp": "coalesce({gp}, 0)",
-    "vgp": "coalesce({vgp}, 0)",
+    # sum |dc|; sum max(dc, 0) = (sum |dc| + c - c_w) / 2 (the dc telescope), likewise for v
+    "ad": "coalesce(abs({c} - {c1}), 0)",
+    "avd": "coalesce(abs({v} - {v1}), 0)",
     "v": "coalesce({v}, 0)",
     "v2": "coalesce({v} * {v}, 0)",
     "wv": "coalesce({wv}, 0)",
@@ -93,6 +97,9 @@ SUMS = {
     "lr": "coalesce({lvr} - ln(2), 0)",
     "lr2": "coalesce(({lvr} - ln(2)) * ({lvr} - ln(2)), 0)",
     "crlr": "coalesce(({cr} - 1) * ({lvr} - ln(2)), 0)",
+    # closes relative to the row's own close (y = c_j / c - 1): std and corr of c from sums
+    "y2": "coalesce(({c} / c - 1) * ({c} / c - 1), 0)",
+    "ylv": "coalesce(({c} / c - 1) * {lv}, 0)",
 }
 SUM_STEP = 10   # sums of the last 5 and 10 days from day lags; longer windows from lags of sum_10
 
@@ -143,24 +150,29 @@ def _long_ext(name: str, w: int) -> str:
 # lag(t_10, 10 k) + 10 k lag(s_10, 10 k). Then sum((x - mean x) c) = (w - 1) / 2 s_c - t and regr_slope(c, x) follows.
 # window quantities from the sums s_<name> and t (suffix _w)
 DERIVED = {
-    "cntp": "(s_n % 100) / {w}",
-    "cntn": "(floor(s_n / 100) % 100) / {w}",
-    "k": "floor(s_n / 10000) % 100",
-    "nv": "nullif(floor(s_n / 1000000), 0)",
+    "k": "floor(s_n / 1000000)",
+    "ncd": "round((s_n - 1000000 * k_{w}) / 1000)",
+    "cntp": "(s_n - 1000000 * k_{w} - 999 * ncd_{w}) / (2 * {w})",
+    "cntn": "(1001 * ncd_{w} - s_n + 1000000 * k_{w}) / (2 * {w})",
     "ma": "s_c / {w}",
     "slope": "({half} * s_c - t) / {ssx}",
-    "sgp": "s_gp",
-    "vgp": "s_vgp",
-    "vma": "s_v / nv_{w}",
-    "wma": "s_wv / nv_{w}",
+    "sgp": "(s_ad + c - c{w}) / 2",
+    "vgp": "(s_avd + v - v{w}) / 2",
+    # volume is never NULL in `prices` (expectations/prices.json): every day of a window counts
+    "vma": "s_v / {w}",
+    "wma": "s_wv / {w}",
     # sample std from sums: sqrt((S2 - S1^2 / n) / (n - 1)), clamped at 0 against rounding.
     # For v and wv (no 2e-5 rule; features vsd / v and wsd / mean) the rounding of a flat
     # window is ~sqrt(eps) v = 1.5e-8 v, below the 1e-7 absolute tolerance of the features.
-    "vsd": "sqrt(greatest(s_v2 - s_v * s_v / nv_{w}, 0) / (nv_{w} - 1))",
-    "wsd": "sqrt(greatest(s_wv2 - s_wv * s_wv / nv_{w}, 0) / (nv_{w} - 1))",
-    "sd_lv": "sqrt(greatest(s_lv2 - s_lv * s_lv / nv_{w}, 0) / (nv_{w} - 1))",
+    "vsd": "sqrt(greatest(s_v2 - s_v * s_v / {w}, 0) / ({w} - 1))",
+    "wsd": "sqrt(greatest(s_wv2 - s_wv * s_wv / {w}, 0) / ({w} - 1))",
+    "sd_lv": "sqrt(greatest(s_lv2 - s_lv * s_lv / {w}, 0) / ({w} - 1))",
     "sd_cr": "sqrt(greatest(s_cr2 - s_cr * s_cr / {w}, 0) / ({w} - 1))",
     "sd_lvr": "sqrt(greatest(s_lr2 - s_lr * s_lr / {w}, 0) / ({w} - 1))",
+    # y = c_j / c - 1 over the window: sum y = s_c / c - w; sd of c = c sd(y); corr(c, lv) = corr(y, lv)
+    "syy": "greatest(s_y2 - (s_c / c - {w}) * (s_c / c - {w}) / {w}, 0)",
+    "sd": "c * sqrt(syy_{w} / ({w} - 1))",
+    "corr_cv": "(s_ylv - (s_c / c - {w}) * s_lv / {w}) / sqrt(syy_{w} * greatest(s_lv2 - s_lv * s_lv / {w}, 0))",
     "corr_rv": "(s_crlr - s_cr * s_lr / {w}) / sqrt(greatest(s_cr2 - s_cr * s_cr / {w}, 0)"
                " * greatest(s_lr2 - s_lr * s_lr / {w}, 0))",
 }
@@ -230,29 +242,14 @@ adj AS (
 lagged AS (
     SELECT *,
         CAST(row_number() OVER s AS DOUBLE) AS x,
-        lag(c, 1) OVER s AS c1,
-        lag(v, 1) OVER s AS v1,
 {lags}
     FROM adj
     WINDOW s AS (PARTITION BY instrument ORDER BY date)
 ),
-series AS (
-    SELECT *,
-        ln(v + 1) AS lv,
-        c - c1 AS dc,
-        c / c1 AS cr,
-        CASE WHEN isfinite(ln(v / v1 + 1)) THEN ln(v / v1 + 1) END AS lvr,
-        CAST(c > c1 AS DOUBLE) AS up,
-        CAST(c < c1 AS DOUBLE) AS dn,
-        CASE WHEN c1 IS NOT NULL THEN greatest(c - c1, 0) END AS gp,
-        abs(c / c1 - 1) * v AS wv,
-        CASE WHEN v1 IS NOT NULL THEN greatest(v - v1, 0) END AS vgp
-    FROM lagged
-),
 units AS (
     SELECT *,
 {units}
-    FROM series
+    FROM lagged
 ),
 sums AS (
     SELECT *,
@@ -266,10 +263,14 @@ win AS (
     WINDOW s AS (PARTITION BY instrument ORDER BY date),
         {windows}
 ),
+unpacked AS (
+    SELECT * REPLACE ({unpack})
+    FROM win
+),
 longs AS (
     SELECT *,
 {longs}
-    FROM win
+    FROM unpacked
 ),
 derived AS (
     SELECT *,
@@ -300,9 +301,7 @@ def _quantile(w: int, q: float) -> str:
     """Linear-interpolated quantile (pandas/quantile_cont) of the window's closes."""
     if w not in SORTED_LIST_WINDOWS:
         return f"q_{w}[{2 if q > 0.5 else 1}]"
-    pos = q * (w - 1)              # 0-based position in the sorted window
-    lo, frac = int(pos), pos - int(pos)
-    return f"(q_{w}[{lo + 1}] + {frac:.12g} * (q_{w}[{lo + 2}] - q_{w}[{lo + 1}]))"
+    return f"q{'u' if q > 0.5 else 'd'}_{w}"
 
 
 def _day(j: int) -> dict[str, str]:
@@ -319,7 +318,8 @@ def _sums() -> tuple[str, str, str]:
                         for j in range(1, SUM_STEP + 1)]
                        + [f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("h", "l")
                           for j in range(1, SUM_STEP)])
-    units = ",\n".join([f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
+    units = ",\n".join([f"{ind}{x}_{w} AS {x}{w}" for x in ("c", "v") for w in WINDOWS if w <= SUM_STEP]
+                        + [f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
                          for j in range(SUM_STEP) for n, e in SUMS.items()]
                         + [f"{ind}{_short(n, w)} AS {n}_{w}"
                            for w in WINDOWS for n in SHORT if _is_short(n, w)])
@@ -327,13 +327,18 @@ def _sums() -> tuple[str, str, str]:
     for w in (WINDOWS[0], SUM_STEP):
         sums += [f"{ind}" + " + ".join(f"u{j}_{n}" for j in range(w)) + f" AS s{w}_{n}" for n in SUMS]
         sums.append(f"{ind}" + " + ".join(f"{j} * u{j}_c" for j in range(1, w)) + f" AS t{w}")
-    sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED) + ") AS packed")
+    for w in SORTED_LIST_WINDOWS:
+        for q in (0.2, 0.8):
+            pos = q * (w - 1); lo, frac = int(pos), pos - int(pos)
+            sums.append(f"{ind}(q_{w}[{lo + 1}] + {frac:.12g} * (q_{w}[{lo + 2}] - q_{w}[{lo + 1}])) AS q{'u' if q > 0.5 else 'd'}_{w}")
+    sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED) + f", {REF} := c) AS packed")
     return lags, units, ",\n".join(sums)
 
 
 # The 10-day quantities that the 20/30/60-day ones are built from, lagged by 10, 20, .., 50 days.
 # One lag of a struct of them costs ~1/5 of lagging each separately (~6% of the statement).
 PACKED = ([f"s{SUM_STEP}_{n}" for n in SUMS] + [f"t{SUM_STEP}"] + [f"{n}_{SUM_STEP}" for n in LONG_EXT])
+REF = "ref"   # the packed row's own close, to which its y sums are relative
 
 
 def _packed_lag(k: int) -> str:
@@ -349,7 +354,18 @@ def _long_sums(w: int) -> list[str]:
     def lag(col: str, k: int) -> str:
         return col if k == 0 else f"coalesce({_packed_lag(k)}.{col}, 0)"
     offs = range(0, w, SUM_STEP)
-    out = [f"{ind}" + " + ".join(lag(f"s{SUM_STEP}_{n}", k) for k in offs) + f" AS s{w}_{n}" for n in SUMS]
+    out = [f"{ind}" + " + ".join(lag(f"s{SUM_STEP}_{n}", k) for k in offs) + f" AS s{w}_{n}" for n in SUMS
+           if n not in ("y2", "ylv")]
+    # y sums of block k are relative to its own close r: z = c_j / c - 1 = a y + b with
+    # a = r / c, b = a - 1, so sum z^2 = a^2 S2 + 2 a b S1 + 10 b^2, S1 = s_c / r - 10
+    def blk(k: int, e: str) -> str:
+        p = _packed_lag(k)
+        a, b = f"({p}.{REF} / c)", f"({p}.{REF} / c - 1)"
+        s1 = f"({p}.s{SUM_STEP}_c / {p}.{REF} - {SUM_STEP})"
+        return "coalesce(" + e.format(a=a, b=b, s1=s1, s2=f"{p}.s{SUM_STEP}_y2", sylv=f"{p}.s{SUM_STEP}_ylv",
+                                      slv=f"{p}.s{SUM_STEP}_lv", n=SUM_STEP) + ", 0)"
+    out.append(f"{ind}s{SUM_STEP}_y2 + " + " + ".join(blk(k, "{a} * {a} * {s2} + 2 * {a} * {b} * {s1} + {n} * {b} * {b}") for k in offs[1:]) + f" AS s{w}_y2")
+    out.append(f"{ind}s{SUM_STEP}_ylv + " + " + ".join(blk(k, "{a} * {sylv} + {b} * {slv}") for k in offs[1:]) + f" AS s{w}_ylv")
     out.append(f"{ind}" + " + ".join(lag(f"t{SUM_STEP}", k) + (f" + {k} * {lag(f's{SUM_STEP}_c', k)}" if k else "")
                                      for k in offs) + f" AS t{w}")
     return out
@@ -358,8 +374,9 @@ def _long_sums(w: int) -> list[str]:
 def render_sql() -> str:
     ind = " " * 8
     day_lags, units, sums = _sums()
-    lags = ",\n".join([f"{ind}lag({s}, {w}) OVER s AS {s}{w}" for s in ("c", "v") for w in WINDOWS]
-                       + [day_lags])
+    # c{w}, v{w}: the close and volume w rows back (ROC, SUMP, VSUMP); the day lags hold w <= 10
+    lags = ",\n".join([f"{ind}lag({s}, {w}) OVER s AS {s}{w}" for s in ("c", "v") for w in WINDOWS
+                        if w > SUM_STEP] + [day_lags])
     aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
             if not _is_short(name, w) and not (name in LONG_EXT and w > SUM_STEP)]
     aggs += [f"{ind}lag(packed, {k}) OVER s AS {_packed_lag(k)}"
@@ -388,7 +405,8 @@ def render_sql() -> str:
             if need:
                 e = f"({e}) * {_mask(need, w)}"
             cols.append(f"    CAST({e} AS FLOAT) AS {op}{w}")
-    return _HEAD.format(vwap=VWAP_SQL, lags=lags, units=units, sums=sums, aggs=aggs,
+    unpack = ", ".join(f"packed.{c} AS {c}" for c in PACKED)
+    return _HEAD.format(unpack=unpack, vwap=VWAP_SQL, lags=lags, units=units, sums=sums, aggs=aggs,
                         windows=windows, longs=",\n".join(longs), derived=",\n".join(derived),
                         masks=",\n".join(masks), cols=",\n".join(cols))
 

@@ -20,7 +20,7 @@ QLIB_OPS = ["ROC", "MA", "STD", "BETA", "RSQR", "RESI", "MAX", "MIN", "QTLU", "Q
 
 def hand_made_prices(n_stocks=4, n_days=150, seed=0) -> pd.DataFrame:
     """Random-walk stocks with suspensions, a split (factor x2, raw prices /2), a zero-volume
-    day, repeated highs (ties) and a late listing."""
+    day, a flat stretch at a high adjusted price, repeated highs (ties) and a late listing."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2016-01-04", periods=n_days)
     rows = []
@@ -41,6 +41,13 @@ def hand_made_prices(n_stocks=4, n_days=150, seed=0) -> pd.DataFrame:
             vol[70:] *= 2
         if s == 2:
             vol[30] = 0  # no trade recorded: vwap falls back to OHLC/4
+            # a high adjusted price level with a flat stretch (price and volume unchanged for
+            # 14 days): std 0 exactly, and the 2e-5 rules of RSQR/CORR/CORD apply
+            factor[:] = 300.0
+            if n_days > 114:
+                for a in (open_, high, low, close):
+                    a[100:114] = close[100]
+                vol[100:114] = vol[100]
         amount = vol * (open_ + high + low + close) / 4 * rng.uniform(0.99, 1.01, n_days)
         traded = np.ones(n_days, bool)
         if s == 0:
@@ -125,6 +132,13 @@ def test_alpha158_sql_matches_pandas_reference_on_hand_made_prices():
     got = run_alpha158(con, prices["instrument"].unique())
     assert list(got.columns) == ["date", "instrument"] + FEATURE_NAMES
     assert_matches_reference(got, alpha158_reference(prices))
+    # the flat stretch of S002 (rows 100-113): a flat 10-day window (rows 109-113) has std 0
+    # and no RSQR/CORR; 10 unchanged one-day changes (rows 110-113) have no CORD
+    s2 = got[got.instrument == "S002"].reset_index(drop=True)
+    assert (s2["STD10"].iloc[109:114] == 0).all()
+    assert s2[["RSQR10", "CORR10"]].iloc[109:114].isna().all().all()
+    assert s2["CORD10"].iloc[110:114].isna().all() and s2["CORD10"].iloc[60:109].notna().all()
+    assert s2[["RSQR10", "CORR10"]].iloc[60:100].notna().all().all()
     # windows are the stock's own trading days: S003 lists on day 25, MA60 starts on its 60th row
     s3 = got[got.instrument == "S003"].reset_index(drop=True)
     assert s3["MA60"].iloc[:59].isna().all() and s3["MA60"].iloc[59:].notna().all()
@@ -140,6 +154,14 @@ def test_alpha158_sql_matches_pandas_reference_on_real_stocks(shared_data):
     daily = str(shared_data / "daily.parquet")
     insts = [r[0] for r in con.execute(
         "SELECT DISTINCT instrument FROM read_parquet($f) ORDER BY hash(instrument) LIMIT 6",
+        {"f": daily}).fetchall()]
+    # and the hard cases: the highest adjusted prices (rounding of the window sums) and
+    # zero-volume days (log volume ratios that are not finite)
+    insts += [r[0] for r in con.execute(
+        "SELECT instrument FROM read_parquet($f) GROUP BY 1 ORDER BY max(close * factor) DESC LIMIT 3",
+        {"f": daily}).fetchall()]
+    insts += [r[0] for r in con.execute(
+        "SELECT DISTINCT instrument FROM read_parquet($f) WHERE volume = 0 ORDER BY 1 LIMIT 3",
         {"f": daily}).fetchall()]
     con.execute("CREATE TABLE prices AS SELECT CAST(date AS DATE) date, * EXCLUDE (date) "
                 "FROM read_parquet($f) WHERE list_contains($i, instrument)", {"f": daily, "i": insts})
