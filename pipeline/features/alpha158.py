@@ -53,7 +53,7 @@ AGGS = {
 }
 # hmax_w, lmin_w (highest high, lowest low) and imax_w, imin_w (row number x of their first
 # day, as numpy's argmax) come from day lags (_short, w <= 10) and from lags of the 10-day
-# ones (_long_ext), with exact ties; likewise rank_lo/hi for w <= 10.
+# ones (_long_ext), with exact ties; likewise rkd = rk_lo - rk_hi for w <= 10.
 
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
@@ -111,9 +111,8 @@ def _short(name: str, w: int) -> str:
         return col if j == 0 else f"{col}_{j}"
     if name == "q":     # the window's closes sorted (QTLU/QTLD interpolate in it)
         return "list_sort([" + ", ".join(d("c", j) for j in range(w)) + "])"
-    if name in ("rk_lo", "rk_hi"):
-        op = "<" if name == "rk_lo" else ">"
-        return "1 + " + " + ".join(f"CAST({d('c', j)} {op} c AS INTEGER)" for j in range(1, w))
+    if name == "rkd":   # rk_lo - rk_hi = #(window < c) - #(window > c)
+        return " + ".join(f"sign(c - {d('c', j)})" for j in range(1, w))
     col, fn = ("h", "greatest") if name in ("hmax", "imax") else ("l", "least")
     ext = f"{fn}(" + ", ".join(d(col, j) for j in range(w)) + ")"
     if name in ("hmax", "lmin"):
@@ -123,10 +122,12 @@ def _short(name: str, w: int) -> str:
             + " ELSE x END")
 
 
-SHORT = ("rk_lo", "rk_hi", "hmax", "lmin", "imax", "imin", "q")
+SHORT = ("rkd", "hmax", "lmin", "imax", "imin", "q")
 
 
 def _is_short(name: str, w: int) -> bool:
+    if name in ("rk_lo", "rk_hi"):     # their difference rkd_w, from the day lags
+        return w <= SUM_STEP
     return name in SHORT and w <= SUM_STEP and (name != "q" or w in SORTED_LIST_WINDOWS)
 
 
@@ -192,7 +193,7 @@ ROLLING = [
     ("MIN", "n", "lmin_{w} / c"),
     ("QTLU", "n", "{qtlu} / c"),
     ("QTLD", "n", "{qtld} / c"),
-    ("RANK", "n", "(rk_lo_{w} - rk_hi_{w} + {w} + 1) / (2.0 * {w})"),
+    ("RANK", "n", "(rkd_{w} + {w} + 1) / (2.0 * {w})"),
     ("RSV", "n", "(c - lmin_{w}) / (hmax_{w} - lmin_{w} + 1e-12)"),
     ("IMAX", "n", "(imax_{w} - x + {w}) / {w}"),
     ("IMIN", "n", "(imin_{w} - x + {w}) / {w}"),
@@ -383,6 +384,7 @@ def render_sql() -> str:
              for k in range(SUM_STEP, max(WINDOWS), SUM_STEP)]
     aggs = ",\n".join(aggs)
     longs = [f"{ind}{_long_ext(n, w)} AS {n}_{w}" for w in WINDOWS if w > SUM_STEP for n in LONG_EXT]
+    longs += [f"{ind}rk_lo_{w} - rk_hi_{w} AS rkd_{w}" for w in WINDOWS if w > SUM_STEP]
     longs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
     # warm-up as a factor 1.0 or NULL per (rule, window): a product is cheaper than a CASE per column
     masks = [f"{ind}CASE WHEN {cond.format(w=w)} THEN 1.0 END AS {_mask(need, w)}"
