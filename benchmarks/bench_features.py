@@ -36,8 +36,20 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     wall); 400 stocks (`--sample 400 --skip-full --compare-sql old.sql`): previous SQL
     7.45 s / 12.57 s CPU, this SQL 7.21 s / 11.84 s CPU, pandas 20.13 s (2.8x wall, 1.7x CPU).
     Single thread, 300 stocks (492k rows) into a temp table: 15.4-15.9 -> 14.5 us per row.
-The remaining cost is the ~20 framed aggregates (quantile, rank of 20/30/60 days, std and
-corr of close) at ~100-200 ns per row each, the lags and the sorts: the 60 s / 5x targets
+  std and corr of close from sums of y = c_j / c - 1 instead of 10 framed aggregates, the
+    10-day quantities after the window read from the packed struct (a narrower window
+    payload), cheaper day units (684a67b and the next commit), later the same day, load 0.8-1.6:
+    full panel Alpha158 63.5-66.8 s wall over four runs (features+labels+market 67.6-70.6 s
+    wall / 125-130 s CPU), peak RSS 3.04-3.08 GB; the previous SQL (bbd5972, git worktree,
+    same home, back to back): 73.6 s (77.5 s / 145.5 s CPU). 400 stocks, one run
+    (`--sample 400 --compare-sql old.sql`): previous SQL 6.81 s wall / 11.50 s CPU, this SQL
+    5.88 s / 9.79 s CPU (-15% CPU), pandas 19.04 s (3.2x wall, 1.9x CPU); 40 stocks 2.1-2.2x.
+    Single thread, 300 stocks into a temp table: 14.3-14.5 -> 11.3-12.4 us per row.
+Where the time goes now (1 thread, 300 stocks, DuckDB profile, 5.8 s): the window pass with
+the framed quantiles (10/20/30/60 days, ~0.5 us per row each) and ranks (20/30/60, ~0.2 us
+each) and the lags of the 10-day struct, 2.6 s; the per-day units of the sums 0.7 s; the
+INSERT 0.7 s (on a persistent table ~2 s more per 1M rows: ALPRD compression, which saves
+~1.6 GB on the full panel); the final 158-column projection 0.4 s. The 60 s and 5x targets
 are still not met.
 """
 from __future__ import annotations

@@ -23,6 +23,9 @@ Measured 2026-11-24 on the 2-core box, idle (load 0.2-1.2), pyqlib 0.9.7 in its 
   300 random stocks (513,949 stock-days): our SQL 5.32 s wall / 9.10 s CPU, Qlib D.features
     17.44 s wall (3.3x ours); 1000 stocks (1,726,389): ours 16.85 s / 27.81 s CPU, Qlib 52.08 s
     (3.1x); peak RSS of the whole run 6.2 GB (both DataFrames held for the comparison).
+  After the sums-based std/corr SQL (684a67b), later the same day, load ~1: 1000 stocks ours 14.39 s
+    / 23.66 s CPU, Qlib 54.55 s (3.8x); agreement 99.32463% / 99.97881% / 99.99453% at the
+    three tolerances, the same 125 CORD NaNs: the same values as before.
   Values, 1000 stocks, 1,326,424 comparable stock-days, 209.6M values: 99.325% within rtol
     1e-5, 99.979% within 1e-4, 99.995% within 1e-3. Every difference looked at comes from
     Qlib's float32 inputs or from the documented warm-up rule:
