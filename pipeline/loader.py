@@ -88,8 +88,9 @@ class DayLoader:
         # Per-day member lists, compacted once: (n_t,) int64 into store.instruments.
         self._members = {int(d): np.flatnonzero(members[d]) for d in self.days}
         self._dev = _device_arrays(store, self.device) if self.device.type == "cuda" else None
-        days_all, self._n_all, d = store.features.shape
-        self._flat = np.asarray(store.features).reshape(days_all * self._n_all, d)  # a view
+        self._n_all = store.features.shape[1]
+        self._cap = store.capacity                       # stock slots per day in the file
+        self._flat = store.flat_features()              # (Days * capacity, D) view of the file
         self._traded_flat = store.traded.reshape(-1)
         self._labels_flat = store.labels.reshape(-1)
 
@@ -135,11 +136,12 @@ class DayLoader:
             market = dev["market"][torch.from_numpy(win).to(self.device)]        # (B, T, M)
             return Batch(x, y, mask_t, market, torch.from_numpy(days).to(self.device),
                          torch.from_numpy(inst).to(self.device), tmask)
-        # One np.take of B*N*T rows of D floats from the (Days*N_all, D) view of the memmap:
+        # One np.take of B*N*T rows of D floats from the (Days*capacity, D) view of the memmap:
         # about twice as fast as 2-array fancy indexing on the memmap object.
-        rows = (win[:, None, :] * self._n_all + isel).reshape(-1)          # (B*N*T,)
+        rows = (win[:, None, :] * self._cap + isel).reshape(-1)            # (B*N*T,)
         x = np.take(self._flat, rows, axis=0).reshape(b, n, t, -1)         # (B, N, T, D)
-        tmask = self._traded_flat[rows].reshape(b, n, t) & mask[:, :, None]
+        rows_n = (win[:, None, :] * self._n_all + isel).reshape(-1)        # into (Days, N_all)
+        tmask = self._traded_flat[rows_n].reshape(b, n, t) & mask[:, :, None]
         y = self._labels_flat[days[:, None] * self._n_all + gather_inst]   # (B, N)
         if not mask.all():
             x[~mask] = 0.0

@@ -1,7 +1,10 @@
 """The tensor store: dense, memory-mapped arrays built once from the warehouse.
 
 Layout of `MIGA_HOME/store/<fingerprint>/`:
-    features.f32        (Days, N_all, D) float32 np.memmap, normalised, 0 where not traded
+    features.f32        (Days, C, D) float32 np.memmap, normalised, 0 where not traded; C >= N_all
+                        stock slots, the spare ones for stocks that list later (`features` is the
+                        (Days, N_all, D) view). Stocks are in order of their first trading day, so
+                        a store extended after new listings keeps its file (see store_build)
     labels.npy          (Days, N_all) float32, NaN = no label
     traded.npy          (Days, N_all) bool
     members_<set>.npy   (Days, N_all) bool, point in time and traded ("all" = traded)
@@ -70,8 +73,10 @@ class TensorStore:
         self.window: int = int(meta["window"])
         self.segments = _seg_dict(meta["segments"])
         days, n, d = len(self.dates), len(self.instruments), len(self.feature_names)
-        self.features = np.memmap(self.root / "features.f32", dtype=np.float32, mode="r",
-                                  shape=(days, n, d))
+        self.capacity: int = int(meta.get("capacity", n))   # stock slots in features.f32
+        self._file = np.memmap(self.root / "features.f32", dtype=np.float32, mode="r",
+                               shape=(days, self.capacity, d))
+        self.features = self._file[:, :n] if self.capacity != n else self._file
         self.labels: np.ndarray = np.load(self.root / "labels.npy")
         self.traded: np.ndarray = np.load(self.root / "traded.npy")
         self.market: np.ndarray = np.load(self.root / "market.npy")
@@ -83,6 +88,12 @@ class TensorStore:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.features.shape)
+
+    def flat_features(self) -> np.ndarray:
+        """The features file as a (Days * capacity, D) view: row d * capacity + j is stock j on
+        day d (the loader's index arithmetic; no copy, unlike reshaping `features`)."""
+        days, cap, d = self._file.shape
+        return self._file.reshape(days * cap, d)
 
     def segment_days(self, segment: str) -> np.ndarray:
         """Day indices (int64) of `segment`: embargo applied, >= window-1 days of history.
@@ -109,13 +120,14 @@ class TensorStore:
     def describe(self) -> str:
         days, n, d = self.shape
         # (features.f32 may be a hard link that a newer store has grown: count our own days)
-        size = self.features.nbytes + sum(p.stat().st_size for p in self.root.iterdir()
-                                          if p.is_file() and p.name != "features.f32")
+        size = self._file.nbytes + sum(p.stat().st_size for p in self.root.iterdir()
+                                       if p.is_file() and p.name != "features.f32")
         lines = [
             f"tensor store {self.fingerprint} at {self.root}",
             f"  {days} days {self.dates[0]}..{self.dates[-1]}, {n} instruments, {d} features, "
             f"{len(self.market_names)} market features, window {self.window}",
-            f"  size on disk {size / 2**30:.2f} GiB (features {self.features.nbytes / 2**30:.2f} GiB)",
+            f"  size on disk {size / 2**30:.2f} GiB (features {self._file.nbytes / 2**30:.2f} GiB, "
+            f"{self.capacity - n} spare stock slots)",
             f"  labelled stock-days {int(np.isfinite(self.labels).sum()):,} of "
             f"{int(self.traded.sum()):,} traded",
         ]
@@ -208,7 +220,7 @@ class StoreWriter:
 
     def __init__(self, root, fingerprint, dates, instruments, feature_names, market_names,
                  segments: dict, window: int, prefix_features: Path | None = None,
-                 prefix_days: int = 0, prefix_chunks=None):
+                 prefix_days: int = 0, prefix_chunks=None, capacity: int | None = None):
         """prefix_features: a features.f32 of the same N and D whose first `prefix_days` days
         are this store's first days (a store being extended). The new file is a hard link to
         it, grown for the new days: the old store reads only its own days (its memmap has its
@@ -216,8 +228,9 @@ class StoreWriter:
         gigabytes. A file already grown by another store (longer than prefix_days), or one that
         cannot be linked, is copied instead, cut to its prefix days: no two stores share days
         that either of them writes.
-        prefix_chunks: else, an iterable of (k, N, D) float32 arrays, this store's first days,
-        written sequentially before the file is mapped (~1.5x faster than through the map)."""
+        prefix_chunks: else, an iterable of (k, C, D) float32 arrays, this store's first days,
+        written sequentially before the file is mapped (~1.5x faster than through the map).
+        capacity: stock slots C >= N in the file (default N); `features` is the (Days, N, D) view."""
         self.root = Path(root)
         self.tmp = self.root.with_name(self.root.name + ".tmp")
         if self.tmp.exists():
@@ -231,12 +244,17 @@ class StoreWriter:
             "feature_names": list(feature_names), "market_names": list(market_names),
             "segments": _seg_json(segments), "window": int(window),
         }
-        shape = (len(dates), len(instruments), len(feature_names))
+        n = len(instruments)
+        cap = n if capacity is None else int(capacity)
+        if cap < n:
+            raise ValueError(f"capacity {cap} < {n} instruments")
+        self.meta["capacity"] = cap
+        shape = (len(dates), cap, len(feature_names))
         path = self.tmp / "features.f32"
         size = int(np.prod(shape)) * 4
         if prefix_features is None and prefix_chunks is None:
             # A fresh memmap is a sparse zero-filled file: stock-days never written stay 0.
-            self.features = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+            self._map(np.memmap(path, dtype=np.float32, mode="w+", shape=shape), n)
             return
         if prefix_features is not None:
             prefix = int(prefix_days) * int(np.prod(shape[1:])) * 4
@@ -261,13 +279,17 @@ class StoreWriter:
             if path.stat().st_size > size:
                 raise ValueError("the prefix chunks hold more days than the store")
         os.truncate(path, size)                     # the new days: zeros until written
-        self.features = np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
+        self._map(np.memmap(path, dtype=np.float32, mode="r+", shape=shape), n)
+
+    def _map(self, file: np.memmap, n: int) -> None:
+        self._file = file
+        self.features = file[:, :n] if file.shape[1] != n else file
 
     def finish(self, *, labels, traded, members: dict, stats: dict, market,
                extra_meta: dict | None = None) -> Path:
         traded = np.asarray(traded, dtype=bool)
-        self.features.flush()
-        del self.features
+        self._file.flush()
+        del self.features, self._file
         np.save(self.tmp / "labels.npy", np.asarray(labels, dtype=np.float32))
         np.save(self.tmp / "traded.npy", traded)
         np.save(self.tmp / "market.npy", np.asarray(market, dtype=np.float32))

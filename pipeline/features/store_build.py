@@ -26,10 +26,18 @@ from pipeline.warehouse import SQL_DIR, run_sql, sql_text, table_exists, table_f
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1          # bump when the layout or the build's semantics change
+STORE_VERSION = 2          # bump when the layout or the build's semantics change
 BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (~64 MB of doubles)
 FIT_BYTES = 256 << 20      # at most this much sample for the normalisation fit
 KEEP_STORES = 2            # per config: the current store and the previous one (see _prune)
+SPARE_SLOTS = 1 / 16       # spare stock slots in a new features file (at least MIN_SPARE): the
+MIN_SPARE = 16             # stocks that list later fill them without rewriting the old days
+
+
+def stock_slots(n: int) -> int:
+    """Stock slots of a new features file for n stocks (4202 -> 4464: about a year of listings
+    on the shared data, ~6% more file)."""
+    return n + max(MIN_SPARE, int(n * SPARE_SLOTS))
 
 
 def _data_fingerprint(con) -> str:
@@ -114,8 +122,7 @@ def _pairs(con, name: str, params: dict | None = None):
 # After `miga ingest` of new days, `miga features` extends the feature table (old rows are
 # unchanged: a feature of day t reads prices up to t only). The store then extends the
 # previous store instead of re-reading every row from DuckDB: the old days' normalised
-# features are reused (a hard link to the old file, grown for the new days, when the stock axis
-# is unchanged; a sequential rewrite on the new axis when stocks listed: see StoreWriter), only
+# features are reused (a hard link to the old file, grown for the new days; see StoreWriter), only
 # the new days are read and normalised with the same statistics, and the small
 # arrays (labels: the last old days' labels become known; traded, stock sets, market) are
 # recomputed in full, exactly as a rebuild would. It applies when nothing but new days came
@@ -125,6 +132,10 @@ def _pairs(con, name: str, params: dict | None = None):
 #   - the old calendar is a prefix of the new one, the old stocks are among the new ones,
 #   - the train segment ends within the old days (so the fitted statistics are the same).
 # A feature panel (features.parquet) is not extended: it can change any row, and is rebuilt.
+# Stocks that list in the new days: the stock axis is in order of first trading day
+# (sql/features/store_instruments.sql), so they come after the old stocks and take spare slots
+# of the old file (stock_slots); their old days stay zeros (not traded). Only when the spare
+# slots run out are the old days rewritten, sequentially, into a file with new spare slots.
 
 def _static_key(con, config) -> str:
     sources = con.execute("SELECT name, source FROM feature_builds WHERE name = 'features'").fetchall() \
@@ -202,20 +213,23 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
         med, scale = fit_robust(_to_matrix(sample, feature_names))
         fit_rows, first_new = sample.num_rows, 0
         log.info("normalisation fitted on %d train rows (1 in %d)", sample.num_rows, every)
-        writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window)
+        writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window,
+                             capacity=stock_slots(n))
     else:
         feature_names = base.feature_names
         med = np.asarray(base.norm_stats["median"])
         scale = np.asarray(base.norm_stats["scale"])
         fit_rows, first_new = base.meta.get("fit_rows"), len(base.dates)
-        same_axis = list(base.instruments) == instruments
+        old_n = len(base.instruments)
+        fits = list(base.instruments) == instruments[:old_n] and n <= base.capacity
+        cap = base.capacity if fits else stock_slots(n)
         writer = StoreWriter(root, fp, dates, instruments, feature_names, market_names, seg, window,
-                             prefix_features=base.root / "features.f32" if same_axis else None,
-                             prefix_days=first_new,
-                             prefix_chunks=None if same_axis else _moved(base, instruments))
-        log.info("extending tensor store %s: %d old days (%s), %d new", base.fingerprint,
-                 first_new, "file copy" if same_axis else f"{n - len(base.instruments)} new stocks",
-                 days - first_new)
+                             prefix_features=base.root / "features.f32" if fits else None,
+                             prefix_days=first_new, capacity=cap,
+                             prefix_chunks=None if fits else _moved(base, instruments, cap))
+        log.info("extending tensor store %s: %d old days (%s), %d new days, %d new stocks",
+                 base.fingerprint, first_new, "file linked" if fits else "rewritten, spare slots used up",
+                 days - first_new, n - old_n)
 
     width = len(feature_names)
     reader = _rel(con, "features/store_features", {"from_day": first_new}).to_arrow_reader(
@@ -241,10 +255,10 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
              f" (extended {base.fingerprint})" if base is not None else "")
 
 
-def _moved(base: TensorStore, instruments: list[str], days: int = 64):
-    """The old store's days on the new stock axis (new stocks listed: zeros), in chunks."""
+def _moved(base: TensorStore, instruments: list[str], capacity: int, days: int = 64):
+    """The old store's days on the new stock axis of `capacity` slots (new stocks: zeros), in chunks."""
     runs = _runs(list(base.instruments), instruments)
-    buf = np.zeros((days, len(instruments), len(base.feature_names)), np.float32)
+    buf = np.zeros((days, capacity, len(base.feature_names)), np.float32)
     for a in range(0, len(base.dates), days):
         b = min(a + days, len(base.dates))
         chunk = buf[: b - a]

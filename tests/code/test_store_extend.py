@@ -12,6 +12,7 @@ from pipeline.config import load_config
 from pipeline.data.ingest import ingest
 from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.settings import Settings
+from pipeline.features import store_build
 from pipeline.store import TensorStore, build_store
 
 SPEC = SynthSpec(n_stocks=40, n_days=650, seed=5)   # train ends 2017-06-30 (day ~390)
@@ -73,7 +74,11 @@ def _assert_same(a: TensorStore, b: TensorStore) -> None:
     assert a.norm_stats == b.norm_stats
 
 
-def test_new_days_extend_the_store(settings, data_dirs, tmp_path):
+@pytest.mark.parametrize("spare", ["spare slots", "no spare slots"])
+def test_new_days_extend_the_store(settings, data_dirs, tmp_path, monkeypatch, spare):
+    if spare == "no spare slots":   # the stock axis is full: a new listing rewrites the old days
+        monkeypatch.setattr(store_build, "MIN_SPARE", 0)
+        monkeypatch.setattr(store_build, "SPARE_SLOTS", 0)
     cfg = _config()
     ingest(settings, data_dirs["cut1"])
     first = build_store(settings, cfg)
@@ -92,11 +97,20 @@ def test_new_days_extend_the_store(settings, data_dirs, tmp_path):
     assert ino[0] == ino[1]                                  # a hard link, not a copy
     assert np.array_equal(np.asarray(TensorStore(first.root).features), first_features)
 
-    # new days and a newly listed stock: the old days move to the new stock axis
+    # new days and a newly listed stock: it comes last on the stock axis (order of first
+    # trading day) and takes a spare slot of the same file; with none left, the old days are
+    # rewritten into a file with new spare slots
     ingest(settings, data_dirs["full"])
     third = build_store(settings, cfg)
     assert third.meta["extended_from"] == second.fingerprint
-    assert data_dirs["late"] in set(third.instruments) - set(second.instruments)
+    assert list(third.instruments) == list(second.instruments) + [data_dirs["late"]]
+    linked = (third.root / "features.f32").stat().st_ino == (second.root / "features.f32").stat().st_ino
+    if spare == "spare slots":
+        assert second.capacity > len(second.instruments) and third.capacity == second.capacity
+        assert linked
+    else:
+        assert second.capacity == len(second.instruments) and not linked
+        assert third.capacity == len(third.instruments)
     fresh = _fresh(tmp_path, "fresh3", data_dirs["full"])
     _assert_same(third, fresh)
     # stores are caches: the current one and the previous one are kept, older ones deleted
