@@ -265,6 +265,7 @@ win AS (
         {windows}
 ),
 unpacked AS (
+    -- the 10-day quantities from the packed struct: kept out of the window pass's payload
     SELECT * REPLACE ({unpack})
     FROM win
 ),
@@ -299,10 +300,18 @@ def _agg(name: str, expr: str, w: int) -> str:
 
 
 def _quantile(w: int, q: float) -> str:
-    """Linear-interpolated quantile (pandas/quantile_cont) of the window's closes."""
+    """Column of the linear-interpolated quantile (pandas/quantile_cont) of the window's closes."""
     if w not in SORTED_LIST_WINDOWS:
         return f"q_{w}[{2 if q > 0.5 else 1}]"
     return f"q{'u' if q > 0.5 else 'd'}_{w}"
+
+
+def _sorted_quantile(w: int, q: float) -> str:
+    """Quantile q interpolated in the sorted list q_w of a SORTED_LIST_WINDOWS window. Taken
+    before the window pass: two doubles in its payload are cheaper than the list."""
+    pos = q * (w - 1)              # 0-based position in the sorted window
+    lo, frac = int(pos), pos - int(pos)
+    return f"(q_{w}[{lo + 1}] + {frac:.12g} * (q_{w}[{lo + 2}] - q_{w}[{lo + 1}])) AS {_quantile(w, q)}"
 
 
 def _day(j: int) -> dict[str, str]:
@@ -319,6 +328,7 @@ def _sums() -> tuple[str, str, str]:
                         for j in range(1, SUM_STEP + 1)]
                        + [f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("h", "l")
                           for j in range(1, SUM_STEP)])
+    # c5, c10 (v5, v10): the day lags under the names of c{w} (c20.. come from lags of their own)
     units = ",\n".join([f"{ind}{x}_{w} AS {x}{w}" for x in ("c", "v") for w in WINDOWS if w <= SUM_STEP]
                         + [f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
                          for j in range(SUM_STEP) for n, e in SUMS.items()]
@@ -328,10 +338,7 @@ def _sums() -> tuple[str, str, str]:
     for w in (WINDOWS[0], SUM_STEP):
         sums += [f"{ind}" + " + ".join(f"u{j}_{n}" for j in range(w)) + f" AS s{w}_{n}" for n in SUMS]
         sums.append(f"{ind}" + " + ".join(f"{j} * u{j}_c" for j in range(1, w)) + f" AS t{w}")
-    for w in SORTED_LIST_WINDOWS:
-        for q in (0.2, 0.8):
-            pos = q * (w - 1); lo, frac = int(pos), pos - int(pos)
-            sums.append(f"{ind}(q_{w}[{lo + 1}] + {frac:.12g} * (q_{w}[{lo + 2}] - q_{w}[{lo + 1}])) AS q{'u' if q > 0.5 else 'd'}_{w}")
+    sums += [f"{ind}{_sorted_quantile(w, q)}" for w in SORTED_LIST_WINDOWS for q in (0.2, 0.8)]
     sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED) + f", {REF} := c) AS packed")
     return lags, units, ",\n".join(sums)
 
@@ -340,6 +347,7 @@ def _sums() -> tuple[str, str, str]:
 # One lag of a struct of them costs ~1/5 of lagging each separately (~6% of the statement).
 PACKED = ([f"s{SUM_STEP}_{n}" for n in SUMS] + [f"t{SUM_STEP}"] + [f"{n}_{SUM_STEP}" for n in LONG_EXT])
 REF = "ref"   # the packed row's own close, to which its y sums are relative
+RELATIVE = ("y2", "ylv")   # the SUMS relative to the row's own close (rescaled by _long_sums)
 
 
 def _packed_lag(k: int) -> str:
@@ -356,17 +364,19 @@ def _long_sums(w: int) -> list[str]:
         return col if k == 0 else f"coalesce({_packed_lag(k)}.{col}, 0)"
     offs = range(0, w, SUM_STEP)
     out = [f"{ind}" + " + ".join(lag(f"s{SUM_STEP}_{n}", k) for k in offs) + f" AS s{w}_{n}" for n in SUMS
-           if n not in ("y2", "ylv")]
-    # y sums of block k are relative to its own close r: z = c_j / c - 1 = a y + b with
-    # a = r / c, b = a - 1, so sum z^2 = a^2 S2 + 2 a b S1 + 10 b^2, S1 = s_c / r - 10
-    def blk(k: int, e: str) -> str:
-        p = _packed_lag(k)
-        a, b = f"({p}.{REF} / c)", f"({p}.{REF} / c - 1)"
-        s1 = f"({p}.s{SUM_STEP}_c / {p}.{REF} - {SUM_STEP})"
-        return "coalesce(" + e.format(a=a, b=b, s1=s1, s2=f"{p}.s{SUM_STEP}_y2", sylv=f"{p}.s{SUM_STEP}_ylv",
-                                      slv=f"{p}.s{SUM_STEP}_lv", n=SUM_STEP) + ", 0)"
-    out.append(f"{ind}s{SUM_STEP}_y2 + " + " + ".join(blk(k, "{a} * {a} * {s2} + 2 * {a} * {b} * {s1} + {n} * {b} * {b}") for k in offs[1:]) + f" AS s{w}_y2")
-    out.append(f"{ind}s{SUM_STEP}_ylv + " + " + ".join(blk(k, "{a} * {sylv} + {b} * {slv}") for k in offs[1:]) + f" AS s{w}_ylv")
+           if n not in RELATIVE]
+
+    # The y sums of block k are relative to its own close r: z = c_j / c - 1 = a y + b with
+    # a = r / c, b = a - 1, so sum z^2 = a^2 S2 + 2 a b S1 + 10 b^2 (S1 = s_c / r - 10) and
+    # sum z lv = a sum y lv + b sum lv.
+    def block(k: int, expr: str) -> str:
+        p, s = _packed_lag(k), f"{_packed_lag(k)}.s{SUM_STEP}"
+        return "coalesce(" + expr.format(
+            a=f"({p}.{REF} / c)", b=f"({p}.{REF} / c - 1)", s1=f"({s}_c / {p}.{REF} - {SUM_STEP})",
+            s2=f"{s}_y2", sylv=f"{s}_ylv", slv=f"{s}_lv", n=SUM_STEP) + ", 0)"
+    for n, expr in (("y2", "{a} * {a} * {s2} + 2 * {a} * {b} * {s1} + {n} * {b} * {b}"),
+                    ("ylv", "{a} * {sylv} + {b} * {slv}")):
+        out.append(f"{ind}s{SUM_STEP}_{n} + " + " + ".join(block(k, expr) for k in offs[1:]) + f" AS s{w}_{n}")
     out.append(f"{ind}" + " + ".join(lag(f"t{SUM_STEP}", k) + (f" + {k} * {lag(f's{SUM_STEP}_c', k)}" if k else "")
                                      for k in offs) + f" AS t{w}")
     return out

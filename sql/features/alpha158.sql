@@ -324,6 +324,7 @@ win AS (
         w60 AS (PARTITION BY instrument ORDER BY date ROWS BETWEEN 59 PRECEDING AND CURRENT ROW)
 ),
 unpacked AS (
+    -- the 10-day quantities from the packed struct: kept out of the window pass's payload
     SELECT * REPLACE (packed.s10_n AS s10_n, packed.s10_c AS s10_c, packed.s10_ad AS s10_ad, packed.s10_avd AS s10_avd, packed.s10_v AS s10_v, packed.s10_v2 AS s10_v2, packed.s10_wv AS s10_wv, packed.s10_wv2 AS s10_wv2, packed.s10_lv AS s10_lv, packed.s10_lv2 AS s10_lv2, packed.s10_cr AS s10_cr, packed.s10_cr2 AS s10_cr2, packed.s10_lr AS s10_lr, packed.s10_lr2 AS s10_lr2, packed.s10_crlr AS s10_crlr, packed.s10_y2 AS s10_y2, packed.s10_ylv AS s10_ylv, packed.t10 AS t10, packed.hmax_10 AS hmax_10, packed.lmin_10 AS lmin_10, packed.imax_10 AS imax_10, packed.imin_10 AS imin_10)
     FROM win
 ),
