@@ -221,7 +221,7 @@ class StoreWriter:
     def __init__(self, root, fingerprint, dates, instruments, feature_names, market_names,
                  segments: dict, window: int, prefix_features: Path | None = None,
                  prefix_days: int = 0, prefix_chunks=None, capacity: int | None = None):
-        """prefix_features: a features.f32 of the same N and D whose first `prefix_days` days
+        """prefix_features: a features.f32 of the same C and D whose first `prefix_days` days
         are this store's first days (a store being extended). The new file is a hard link to
         it, grown for the new days: the old store reads only its own days (its memmap has its
         own shape), which are never written again, so both stay valid without copying
