@@ -88,7 +88,8 @@ class GroupAttention(nn.Module):
 def route_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Eq. 4: softmax over the k largest logits, zero elsewhere. (n, G*E) -> (n, G*E)."""
     vals, idx = logits.topk(k, dim=-1)
-    return torch.zeros_like(logits).scatter(-1, idx, vals.softmax(-1))
+    w = vals.softmax(-1)    # float32 under CUDA bf16 autocast (softmax runs in float32 there)
+    return torch.zeros(logits.shape, dtype=w.dtype, device=logits.device).scatter(-1, idx, w)
 
 
 def router_loss(logits: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,21 @@ def test_route_topk_is_softmax_over_the_largest_k():
     torch.testing.assert_close(w, expected)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA autocast needs a GPU")
+@pytest.mark.parametrize("name", ["miga-conv", "miga-rec", "miga-attn"])
+def test_forward_and_backward_under_cuda_bf16_autocast(name):
+    """The trainer's bf16 path: under CUDA autocast softmax runs in float32 while the router's
+    logits are bfloat16 (route_topk once failed there: scatter of float32 into bfloat16)."""
+    model = build(name).cuda().train()
+    x, mask = batch()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        scores, aux = model(x.cuda(), mask.cuda())
+    assert torch.isfinite(scores[mask.cuda()]).all()
+    (scores[mask.cuda()].float().pow(2).mean() + aux).backward()
+    w = model.last_routing[mask.cuda()].reshape(-1, G * E).float()
+    torch.testing.assert_close(w.sum(-1), torch.ones(len(w), device="cuda"), atol=1e-2, rtol=0)
+
+
 def test_score_is_routing_weighted_sum_of_expert_predictions():
     model = build()
     x, mask = batch()
