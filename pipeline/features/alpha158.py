@@ -61,8 +61,10 @@ AGGS = {
 # and sum_20/30/60 = sum_10 + lag(sum_10, 10) + ... (k lags of sum_10, taken in the framed
 # aggregates' pass as lags of one struct of all the 10-day quantities, PACKED). Sums of at
 # most 60 terms, as exact as the framed sum (no running totals, so no cancellation between
-# large prefix sums). A day before the stock's first row adds 0;
-# the warm-up rules only read complete windows.
+# large prefix sums). A day before the stock's first row makes a sum NULL, and so does a
+# missing log volume ratio in CORD's sums (no coalesce: ~5% of the statement): the warm-up
+# rules only read windows whose days all exist (close and volume are never NULL in `prices`)
+# and CORD's needs w finite ratios, so a NULL only reaches features that are NULL anyway.
 # Variances from sums of squares are only taken of O(1) centred series, so that a flat window
 # gives exactly 0 (Qlib's 2e-5 rules read them): CORD's cr - 1 and lvr - ln 2, and for STD,
 # RSQR and CORR the closes relative to the row's own close, y_j = c_j / c - 1 (y2, ylv). A
@@ -80,26 +82,26 @@ BASE = {
 SUMS = {
     # packed counts, exact in a double: sign(dc) + 1000 |sign(dc)| + 1e6 [lvr valid]; over w <= 60
     # days that is (rises - falls) + 1000 (rises + falls) + 1e6 k (decoded in DERIVED)
-    "n": "coalesce(sign({c} - {c1}) + 1000 * abs(sign({c} - {c1})), 0)"
+    "n": "sign({c} - {c1}) + 1000 * abs(sign({c} - {c1}))"
          " + 1000000 * CAST({lvr} IS NOT NULL AS DOUBLE)",
-    "c": "coalesce({c}, 0)",
+    "c": "{c}",
     # sum |dc|; sum max(dc, 0) = (sum |dc| + c - c_w) / 2 (the dc telescope), likewise for v
-    "ad": "coalesce(abs({c} - {c1}), 0)",
-    "avd": "coalesce(abs({v} - {v1}), 0)",
-    "v": "coalesce({v}, 0)",
-    "v2": "coalesce({v} * {v}, 0)",
-    "wv": "coalesce({wv}, 0)",
-    "wv2": "coalesce({wv} * {wv}, 0)",
-    "lv": "coalesce({lv}, 0)",
-    "lv2": "coalesce({lv} * {lv}, 0)",
-    "cr": "coalesce({cr} - 1, 0)",
-    "cr2": "coalesce(({cr} - 1) * ({cr} - 1), 0)",
-    "lr": "coalesce({lvr} - ln(2), 0)",
-    "lr2": "coalesce(({lvr} - ln(2)) * ({lvr} - ln(2)), 0)",
-    "crlr": "coalesce(({cr} - 1) * ({lvr} - ln(2)), 0)",
+    "ad": "abs({c} - {c1})",
+    "avd": "abs({v} - {v1})",
+    "v": "{v}",
+    "v2": "{v} * {v}",
+    "wv": "{wv}",
+    "wv2": "{wv} * {wv}",
+    "lv": "{lv}",
+    "lv2": "{lv} * {lv}",
+    "cr": "{cr} - 1",
+    "cr2": "({cr} - 1) * ({cr} - 1)",
+    "lr": "{lvr} - ln(2)",
+    "lr2": "({lvr} - ln(2)) * ({lvr} - ln(2))",
+    "crlr": "({cr} - 1) * ({lvr} - ln(2))",
     # closes relative to the row's own close (y = c_j / c - 1): std and corr of c from sums
-    "y2": "coalesce(({c} / c - 1) * ({c} / c - 1), 0)",
-    "ylv": "coalesce(({c} / c - 1) * {lv}, 0)",
+    "y2": "({c} / c - 1) * ({c} / c - 1)",
+    "ylv": "({c} / c - 1) * {lv}",
 }
 SUM_STEP = 10   # sums of the last 5 and 10 days from day lags; longer windows from lags of sum_10
 
@@ -361,7 +363,7 @@ def _long_sums(w: int) -> list[str]:
     ind = " " * 8
 
     def lag(col: str, k: int) -> str:
-        return col if k == 0 else f"coalesce({_packed_lag(k)}.{col}, 0)"
+        return col if k == 0 else f"{_packed_lag(k)}.{col}"
     offs = range(0, w, SUM_STEP)
     out = [f"{ind}" + " + ".join(lag(f"s{SUM_STEP}_{n}", k) for k in offs) + f" AS s{w}_{n}" for n in SUMS
            if n not in RELATIVE]
@@ -371,9 +373,9 @@ def _long_sums(w: int) -> list[str]:
     # sum z lv = a sum y lv + b sum lv.
     def block(k: int, expr: str) -> str:
         p, s = _packed_lag(k), f"{_packed_lag(k)}.s{SUM_STEP}"
-        return "coalesce(" + expr.format(
+        return "(" + expr.format(
             a=f"({p}.{REF} / c)", b=f"({p}.{REF} / c - 1)", s1=f"({s}_c / {p}.{REF} - {SUM_STEP})",
-            s2=f"{s}_y2", sylv=f"{s}_ylv", slv=f"{s}_lv", n=SUM_STEP) + ", 0)"
+            s2=f"{s}_y2", sylv=f"{s}_ylv", slv=f"{s}_lv", n=SUM_STEP) + ")"
     for n, expr in (("y2", "{a} * {a} * {s2} + 2 * {a} * {b} * {s1} + {n} * {b} * {b}"),
                     ("ylv", "{a} * {sylv} + {b} * {slv}")):
         out.append(f"{ind}s{SUM_STEP}_{n} + " + " + ".join(block(k, expr) for k in offs[1:]) + f" AS s{w}_{n}")
