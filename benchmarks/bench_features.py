@@ -45,7 +45,12 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     (`--sample 400 --compare-sql old.sql`): previous SQL 6.81 s wall / 11.50 s CPU, this SQL
     5.88 s / 9.79 s CPU (-15% CPU), pandas 19.04 s (3.2x wall, 1.9x CPU); 40 stocks 2.1-2.2x.
     Single thread, 300 stocks into a temp table: 14.3-14.5 -> 11.3-12.4 us per row.
-Where the time goes now (1 thread, 300 stocks, DuckDB profile, 5.8 s): the window pass with
+  + no coalesce in the window sums (next commits), load ~1: full panel Alpha158 62.1 and
+    67.3 s (features+labels+market 65.1 s wall / 120.4 s CPU; 71.5 / 131.0), peak RSS 3.07-3.14
+    GB; 400 stocks, twice, side by side with the SQL before this commit: 5.86-5.98 s wall /
+    9.68-9.73 s CPU -> 5.36-5.39 s / 8.90-8.93 s CPU; pandas 18.64-18.94 s (3.5x wall, 2.1x
+    CPU); 40 stocks 2.4x wall. Against bbd5972 (6.81-6.86 s / 11.50-11.59 s CPU): -22% CPU.
+Where the time goes now (1 thread, 300 stocks, DuckDB profile, 5.8 s before the last step): the window pass with
 the framed quantiles (10/20/30/60 days, ~0.5 us per row each) and ranks (20/30/60, ~0.2 us
 each) and the lags of the 10-day struct, 2.6 s; the per-day units of the sums 0.7 s; the
 INSERT 0.7 s (on a persistent table ~2 s more per 1M rows: ALPRD compression, which saves
