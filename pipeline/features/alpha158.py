@@ -164,20 +164,22 @@ DERIVED = {
     # volume is never NULL in `prices` (expectations/prices.json): every day of a window counts
     "vma": "s_v / {w}",
     "wma": "s_wv / {w}",
-    # sample std from sums: sqrt((S2 - S1^2 / n) / (n - 1)), clamped at 0 against rounding.
+    # sample std from sums: sqrt(|S2 - S1^2 / n| / (n - 1)). The abs is against rounding: a
+    # rounding-level negative becomes a rounding-level positive, and abs costs ~1/5 of
+    # greatest(x, 0); a flat centred window still gives exactly 0.
     # For v and wv (no 2e-5 rule; features vsd / v and wsd / mean) the rounding of a flat
     # window is ~sqrt(eps) v = 1.5e-8 v, below the 1e-7 absolute tolerance of the features.
-    "vsd": "sqrt(greatest(s_v2 - s_v * s_v / {w}, 0) / ({w} - 1))",
-    "wsd": "sqrt(greatest(s_wv2 - s_wv * s_wv / {w}, 0) / ({w} - 1))",
-    "sd_lv": "sqrt(greatest(s_lv2 - s_lv * s_lv / {w}, 0) / ({w} - 1))",
-    "sd_cr": "sqrt(greatest(s_cr2 - s_cr * s_cr / {w}, 0) / ({w} - 1))",
-    "sd_lvr": "sqrt(greatest(s_lr2 - s_lr * s_lr / {w}, 0) / ({w} - 1))",
+    "vsd": "sqrt(abs(s_v2 - s_v * s_v / {w}) / ({w} - 1))",
+    "wsd": "sqrt(abs(s_wv2 - s_wv * s_wv / {w}) / ({w} - 1))",
+    "sd_lv": "sqrt(abs(s_lv2 - s_lv * s_lv / {w}) / ({w} - 1))",
+    "sd_cr": "sqrt(abs(s_cr2 - s_cr * s_cr / {w}) / ({w} - 1))",
+    "sd_lvr": "sqrt(abs(s_lr2 - s_lr * s_lr / {w}) / ({w} - 1))",
     # y = c_j / c - 1 over the window: sum y = s_c / c - w; sd of c = c sd(y); corr(c, lv) = corr(y, lv)
-    "syy": "greatest(s_y2 - (s_c / c - {w}) * (s_c / c - {w}) / {w}, 0)",
+    "syy": "abs(s_y2 - (s_c / c - {w}) * (s_c / c - {w}) / {w})",
     "sd": "c * sqrt(syy_{w} / ({w} - 1))",
-    "corr_cv": "(s_ylv - (s_c / c - {w}) * s_lv / {w}) / sqrt(syy_{w} * greatest(s_lv2 - s_lv * s_lv / {w}, 0))",
-    "corr_rv": "(s_crlr - s_cr * s_lr / {w}) / sqrt(greatest(s_cr2 - s_cr * s_cr / {w}, 0)"
-               " * greatest(s_lr2 - s_lr * s_lr / {w}, 0))",
+    "corr_cv": "(s_ylv - (s_c / c - {w}) * s_lv / {w}) / sqrt(syy_{w} * abs(s_lv2 - s_lv * s_lv / {w}))",
+    "corr_rv": "(s_crlr - s_cr * s_lr / {w}) / sqrt(abs(s_cr2 - s_cr * s_cr / {w})"
+               " * abs(s_lr2 - s_lr * s_lr / {w}))",
 }
 # Rolling features: (Qlib name, warm-up, SQL over the aggregates of window {w}). Warm-up "n":
 # w rows (x >= w; x is the row number, complete thanks to the look-back); "m": w one-day
