@@ -50,7 +50,13 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     GB; 400 stocks, twice, side by side with the SQL before this commit: 5.86-5.98 s wall /
     9.68-9.73 s CPU -> 5.36-5.39 s / 8.90-8.93 s CPU; pandas 18.64-18.94 s (3.5x wall, 2.1x
     CPU); 40 stocks 2.4x wall. Against bbd5972 (6.81-6.86 s / 11.50-11.59 s CPU): -22% CPU.
-Where the time goes now (1 thread, 300 stocks, DuckDB profile, 5.8 s before the last step): the window pass with
+  + variances from sums with abs instead of greatest(x, 0), load 0.9-1.7: full panel Alpha158
+    58.8, 63.8, 58.9 s in three runs (features+labels+market 62.7 / 67.7 / 62.5 s wall,
+    114.9 / 124.1 / 115.9 s CPU), peak RSS 3.03-3.12 GB; 400 stocks, twice, side by side
+    with the SQL before this step: 5.74 / 4.98 s wall (9.24 / 8.44 s CPU) vs 5.43 / 5.54 s
+    (9.13 / 9.02 s CPU), within this machine's noise at 2 threads (single thread, 300 stocks:
+    11.2-11.7 -> 10.6-11.1 us per row); pandas 18.9-19.3 s (3.5x wall); 40 stocks 2.3-2.4x.
+Where the time goes now (1 thread, 300 stocks, DuckDB profile, 5.8 s before the last two steps): the window pass with
 the framed quantiles (10/20/30/60 days, ~0.5 us per row each) and ranks (20/30/60, ~0.2 us
 each) and the lags of the 10-day struct, 2.6 s; the per-day units of the sums 0.7 s; the
 INSERT 0.7 s (on a persistent table ~2 s more per 1M rows: ALPRD compression, which saves
