@@ -33,38 +33,17 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_train import synthetic_store  # noqa: E402
 
 DAYS, TRAIN_DAYS, MEMBERS, D, M = 2674, 1940, 300, 158, 24
-
-
-def synthetic_store(root: Path, n_all: int):
-    import pandas as pd
-
-    from pipeline.store import TensorStore
-
-    rng = np.random.default_rng(0)
-    dates = pd.bdate_range("2010-01-04", periods=DAYS).to_numpy().astype("datetime64[D]")
-    feats = rng.standard_normal((DAYS, n_all, D), dtype=np.float32)
-    traded = rng.random((DAYS, n_all)) > 0.02
-    labels = (feats[:, :, 0] * 0.1 + rng.standard_normal((DAYS, n_all), dtype=np.float32)) * 0.02
-    labels[~traded] = np.nan
-    csi = np.zeros((DAYS, n_all), bool)
-    for t in range(DAYS):                       # 300 members a day, drifting like an index
-        csi[t, rng.choice(n_all, MEMBERS, replace=False) if t % 120 == 0 else csi[t - 1]] = True
-    d = [date.fromisoformat(str(x)) for x in dates]
-    seg = {"train": (d[0], d[TRAIN_DAYS - 1]), "valid": (d[TRAIN_DAYS], d[TRAIN_DAYS + 240]),
-           "test": (d[TRAIN_DAYS + 241], d[-1]), "embargo_days": 2}
-    return TensorStore.from_arrays(root, dates, np.array([f"S{i:05d}" for i in range(n_all)]),
-                                   [f"f{j}" for j in range(D)], feats, traded, labels,
-                                   {"csi300": csi}, market=rng.standard_normal((DAYS, M)),
-                                   segments=seg, window=5, normalize=False, fingerprint="synthetic")
 
 
 def loader_rate(store, device: str, batch_days: int, days: np.ndarray) -> float:
@@ -136,7 +115,8 @@ def main() -> None:
           f"{torch.get_num_threads()} CPU threads")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        store = synthetic_store(Path(tmp) / "s", args.stocks)
+        store = synthetic_store(Path(tmp) / "s", DAYS, n_all=args.stocks, members=MEMBERS, d=D, m=M,
+                                start="2010-01-04", train_days=TRAIN_DAYS, redraw_members=120)
         print(f"synthetic store {store.shape} built in {time.perf_counter() - t0:.1f} s "
               f"({store.features.nbytes / 2**30:.2f} GiB of features)")
         days = store.segment_days("train")

@@ -51,7 +51,12 @@ SHARED_TRAIN_DAYS = 1940      # market days 2010-01-04..2017-12-31 of the shared
 
 
 def synthetic_store(root: Path, days: int, n_all: int = 330, members: int = 300, d: int = 158,
-                    m: int = 24):
+                    m: int = 24, start: str = "2016-01-04", train_days: int | None = None,
+                    redraw_members: int = 0):
+    """A store of random values with real shapes (timings do not depend on the values).
+    csi300 = the first `members` stocks, or a random draw renewed every `redraw_members` days.
+    train_days: the first train_days days are train, the next 241 valid, the rest test (embargo
+    2); None: all but the last ~12 days are train (embargo 0)."""
     from datetime import date
 
     import pandas as pd
@@ -59,20 +64,28 @@ def synthetic_store(root: Path, days: int, n_all: int = 330, members: int = 300,
     from pipeline.store import TensorStore
 
     rng = np.random.default_rng(0)
-    dates = pd.bdate_range("2016-01-04", periods=days).to_numpy().astype("datetime64[D]")
-    feats = rng.normal(size=(days, n_all, d)).astype(np.float32)
+    dates = pd.bdate_range(start, periods=days).to_numpy().astype("datetime64[D]")
+    feats = rng.standard_normal((days, n_all, d), dtype=np.float32)
     traded = rng.random((days, n_all)) > 0.02
-    labels = (feats[:, :, 0] * 0.1 + rng.normal(size=(days, n_all))).astype(np.float32) * 0.02
+    labels = (feats[:, :, 0] * 0.1 + rng.standard_normal((days, n_all), dtype=np.float32)) * 0.02
     labels[~traded] = np.nan
     csi = np.zeros((days, n_all), bool)
-    csi[:, :members] = True
+    if redraw_members:
+        for t in range(days):
+            csi[t, rng.choice(n_all, members, replace=False) if t % redraw_members == 0 else csi[t - 1]] = True
+    else:
+        csi[:, :members] = True
     d_ = [date.fromisoformat(str(x)) for x in dates]
-    seg = {"train": (d_[0], d_[days - 12]), "valid": (d_[days - 10], d_[days - 6]),
-           "test": (d_[days - 4], d_[-1]), "embargo_days": 0}
-    return TensorStore.from_arrays(root, dates, np.array([f"S{i}" for i in range(n_all)]),
+    if train_days is None:
+        seg = {"train": (d_[0], d_[days - 12]), "valid": (d_[days - 10], d_[days - 6]),
+               "test": (d_[days - 4], d_[-1]), "embargo_days": 0}
+    else:
+        seg = {"train": (d_[0], d_[train_days - 1]), "valid": (d_[train_days], d_[train_days + 240]),
+               "test": (d_[train_days + 241], d_[-1]), "embargo_days": 2}
+    return TensorStore.from_arrays(root, dates, np.array([f"S{i:05d}" for i in range(n_all)]),
                                    [f"f{j}" for j in range(d)], feats, traded, labels, {"csi300": csi},
-                                   market=rng.normal(size=(days, m)), segments=seg, window=5,
-                                   normalize=False)
+                                   market=rng.standard_normal((days, m)), segments=seg, window=5,
+                                   normalize=False, fingerprint="synthetic")
 
 
 def measure(name, store, batch_days, days, cfg, overrides):

@@ -76,7 +76,7 @@ class TensorStore:
         self.capacity: int = int(meta.get("capacity", n))   # stock slots in features.f32
         self._file = np.memmap(self.root / "features.f32", dtype=np.float32, mode="r",
                                shape=(days, self.capacity, d))
-        self.features = self._file[:, :n] if self.capacity != n else self._file
+        self.features = self._file[:, :n]      # a view (itself a memmap) of the used slots
         self.labels: np.ndarray = np.load(self.root / "labels.npy")
         self.traded: np.ndarray = np.load(self.root / "traded.npy")
         self.market: np.ndarray = np.load(self.root / "market.npy")
@@ -283,7 +283,7 @@ class StoreWriter:
 
     def _map(self, file: np.memmap, n: int) -> None:
         self._file = file
-        self.features = file[:, :n] if file.shape[1] != n else file
+        self.features = file[:, :n]
 
     def finish(self, *, labels, traded, members: dict, stats: dict, market,
                extra_meta: dict | None = None) -> Path:
