@@ -44,16 +44,17 @@ PRICE = [("OPEN0", "o / c"), ("HIGH0", "h / c"), ("LOW0", "l / c"), ("VWAP0", "v
 # aggregate is a DuckDB window expression (~200-600 ns per row); the sums below replace the
 # others (std and corr of c included, ~2x cheaper from sums).
 AGGS = {
-    # DuckDB's windowed quantile is ~5x slower on 5-row frames than sorting the frame's list;
-    # for w = 5 _short() sorts the list of the day lags instead (interpolated the same way,
-    # see QTLU/QTLD); for w >= 10 list_sort is slower than the windowed quantile
+    # for w in NETWORK_WINDOWS (5, 10) the order statistics come from a comparator network over
+    # the day lags instead (_network_ctes), cheaper than DuckDB's windowed quantile (a skip list
+    # per window); for w = 20 the network (~190 least/greatest) is slower than the skip list
     "q": "quantile_cont(c, [0.2, 0.8])",
-    "rk_lo": "rank(ORDER BY c)",            # 1 + #(window < c)
-    "rk_hi": "rank(ORDER BY c DESC)",       # 1 + #(window > c)
 }
 # hmax_w, lmin_w (highest high, lowest low) and imax_w, imin_w (row number x of their first
 # day, as numpy's argmax) come from day lags (_short, w <= 10) and from lags of the 10-day
-# ones (_long_ext), with exact ties; likewise rkd = rk_lo - rk_hi for w <= 10.
+# ones (_long_ext), with exact ties. RANK's rkd_w = #(window < c) - #(window > c) =
+# sum of sign(c - c_j) over the day lags j < w, summed in blocks between consecutive windows
+# (_rank_blocks), each block once: 59 lags and signs per row cost less than the two framed
+# ranks (rank(ORDER BY c) and its DESC twin, ~220 ns each) per window they replace.
 
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
@@ -111,10 +112,6 @@ def _short(name: str, w: int) -> str:
     lag(x, j)), as scalar expressions instead of framed aggregates."""
     def d(col: str, j: int) -> str:
         return col if j == 0 else f"{col}_{j}"
-    if name == "q":     # the window's closes sorted (QTLU/QTLD interpolate in it)
-        return "list_sort([" + ", ".join(d("c", j) for j in range(w)) + "])"
-    if name == "rkd":   # rk_lo - rk_hi = #(window < c) - #(window > c)
-        return " + ".join(f"sign(c - {d('c', j)})" for j in range(1, w))
     col, fn = ("h", "greatest") if name in ("hmax", "imax") else ("l", "least")
     ext = f"{fn}(" + ", ".join(d(col, j) for j in range(w)) + ")"
     if name in ("hmax", "lmin"):
@@ -124,13 +121,19 @@ def _short(name: str, w: int) -> str:
             + " ELSE x END")
 
 
-SHORT = ("rkd", "hmax", "lmin", "imax", "imin", "q")
+SHORT = ("hmax", "lmin", "imax", "imin")
+CLOSE_LAGS = max(WINDOWS)   # day lags of the close c_1 .. c_60 (RANK; c_w is ROC's c{w})
+
+
+def _rank_blocks() -> list[tuple[int, int]]:
+    """Day-lag ranges [a, b) between consecutive windows: (1, 5), (5, 10), .., (30, 60)."""
+    return list(zip((1,) + WINDOWS[:-1], WINDOWS))
 
 
 def _is_short(name: str, w: int) -> bool:
-    if name in ("rk_lo", "rk_hi"):     # their difference rkd_w, from the day lags
-        return w <= SUM_STEP
-    return name in SHORT and w <= SUM_STEP and (name != "q" or w in SORTED_LIST_WINDOWS)
+    if name == "q":
+        return w in NETWORK_WINDOWS
+    return name in SHORT and w <= SUM_STEP
 
 
 LONG_EXT = ("hmax", "lmin", "imax", "imin")
@@ -217,7 +220,7 @@ ROLLING = [
     ("VSUMN", "m", "(vgp_{w} - (v - v{w})) / (2 * vgp_{w} - (v - v{w}) + 1e-12)"),
     ("VSUMD", "m", "(v - v{w}) / (2 * vgp_{w} - (v - v{w}) + 1e-12)"),
 ]
-SORTED_LIST_WINDOWS = (5,)
+NETWORK_WINDOWS = (5, 10)
 # adjusted vwap from a `prices` row (the label's p uses the same rule, sql/features/labels.sql)
 VWAP_SQL = ("CASE WHEN volume > 0 AND amount > 0 THEN amount / volume * factor\n"
             "             ELSE (open + high + low + close) / 4 * factor END")
@@ -251,10 +254,11 @@ lagged AS (
     FROM adj
     WINDOW s AS (PARTITION BY instrument ORDER BY date)
 ),
+{network},
 units AS (
     SELECT *,
 {units}
-    FROM lagged
+    FROM {network_last}
 ),
 sums AS (
     SELECT *,
@@ -305,17 +309,85 @@ def _agg(name: str, expr: str, w: int) -> str:
 
 def _quantile(w: int, q: float) -> str:
     """Column of the linear-interpolated quantile (pandas/quantile_cont) of the window's closes."""
-    if w not in SORTED_LIST_WINDOWS:
+    if w not in NETWORK_WINDOWS:
         return f"q_{w}[{2 if q > 0.5 else 1}]"
     return f"q{'u' if q > 0.5 else 'd'}_{w}"
 
 
-def _sorted_quantile(w: int, q: float) -> str:
-    """Quantile q interpolated in the sorted list q_w of a SORTED_LIST_WINDOWS window. Taken
-    before the window pass: two doubles in its payload are cheaper than the list."""
-    pos = q * (w - 1)              # 0-based position in the sorted window
-    lo, frac = int(pos), pos - int(pos)
-    return f"(q_{w}[{lo + 1}] + {frac:.12g} * (q_{w}[{lo + 2}] - q_{w}[{lo + 1}])) AS {_quantile(w, q)}"
+QUANTILES = (0.2, 0.8)
+
+
+def _position(w: int, q: float) -> tuple[int, float]:
+    """0-based position in the sorted window of quantile q, and the fraction towards the next."""
+    pos = q * (w - 1)
+    return int(pos), pos - int(pos)
+
+
+def _comparators(n: int, need: set[int]) -> list[tuple[int, int, bool, bool]]:
+    """Batcher's odd-even merge sort of n wires (padded to a power of 2 with +inf, so the
+    comparators that touch the padding do nothing), keeping only the comparators that reach the
+    sorted positions in `need`: (i, j, min needed after, max needed after), in order."""
+    size = 1 << (n - 1).bit_length()
+
+    def merge(lo: int, hi: int, r: int):
+        step = 2 * r
+        if step < hi - lo:
+            yield from merge(lo, hi, step)
+            yield from merge(lo + r, hi, step)
+            yield from ((i, i + r) for i in range(lo + r, hi - r, step))
+        else:
+            yield lo, lo + r
+
+    def sort(lo: int, hi: int):
+        if hi > lo:
+            mid = (lo + hi) // 2
+            yield from sort(lo, mid)
+            yield from sort(mid + 1, hi)
+            yield from merge(lo, hi, 1)
+    live, kept = set(need), []
+    for i, j in reversed([(i, j) for i, j in sort(0, size - 1) if j < n]):
+        if i in live or j in live:
+            kept.append((i, j, i in live, j in live))
+            live |= {i, j}
+    return kept[::-1]
+
+
+def _network_ctes(source: str) -> tuple[list[str], dict[tuple[int, int], str]]:
+    """CTEs sorting the closes of each NETWORK_WINDOWS window far enough for QTLU/QTLD: one
+    CTE per layer of independent comparators (least/greatest of two columns, a few ns each),
+    and the column of (window, sorted position) for each position the quantiles read."""
+    wire, layers, last_layer, done = {}, [], {}, {}
+    for w in NETWORK_WINDOWS:
+        need = {p + k for q in QUANTILES for p, f in [_position(w, q)] for k in ((0, 1) if f else (0,))}
+        for j in range(w):
+            wire[w, j] = "c" if j == 0 else f"c_{j}"
+        for i, j, lo, hi in _comparators(w, need):
+            at = max(last_layer.get((w, i), -1), last_layer.get((w, j), -1)) + 1
+            last_layer[w, i] = last_layer[w, j] = at
+            while len(layers) <= at:
+                layers.append([])
+            a, b = wire[w, i], wire[w, j]
+            for k, fn, keep in ((i, "least", lo), (j, "greatest", hi)):
+                if keep:
+                    expr = f"{fn}({a}, {b})"
+                    if expr not in done:     # the 5- and 10-day networks start alike
+                        done[expr] = f"srt{w}_{at}_{k}"
+                        layers[at].append(f"{expr} AS {done[expr]}")
+                    wire[w, k] = done[expr]
+    ctes, prev = [], source
+    for at, cols in enumerate(layers):
+        ctes.append(f"net{at} AS (\n    SELECT *, " + ", ".join(cols) + f"\n    FROM {prev}\n)")
+        prev = f"net{at}"
+    return ctes, wire
+
+
+def _sorted_quantile(w: int, q: float, wire: dict[tuple[int, int], str]) -> str:
+    """Quantile q (linear interpolation, as pandas and quantile_cont) of a NETWORK_WINDOWS
+    window from its sorted positions. Taken before the window pass: two doubles."""
+    lo, frac = _position(w, q)
+    if not frac:
+        return f"{wire[w, lo]} AS {_quantile(w, q)}"
+    return f"({wire[w, lo]} + {frac:.12g} * ({wire[w, lo + 1]} - {wire[w, lo]})) AS {_quantile(w, q)}"
 
 
 def _day(j: int) -> dict[str, str]:
@@ -325,15 +397,18 @@ def _day(j: int) -> dict[str, str]:
     return cv | {n: f"({e.format(**cv)})" for n, e in BASE.items()}
 
 
-def _sums() -> tuple[str, str, str]:
+def _sums(wire: dict[tuple[int, int], str]) -> tuple[str, str, str]:
     """SQL of the day-lag columns, of the per-day summed series, of the 5/10-day sums."""
     ind = " " * 8
-    lags = ",\n".join([f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("c", "v")
-                        for j in range(1, SUM_STEP + 1)]
+    lags = ",\n".join([f"{ind}lag(c, {j}) OVER s AS c_{j}" for j in range(1, CLOSE_LAGS + 1)]
+                       + [f"{ind}lag(v, {j}) OVER s AS v_{j}" for j in range(1, SUM_STEP + 1)]
                        + [f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("h", "l")
                           for j in range(1, SUM_STEP)])
-    # c5, c10 (v5, v10): the day lags under the names of c{w} (c20.. come from lags of their own)
-    units = ",\n".join([f"{ind}{x}_{w} AS {x}{w}" for x in ("c", "v") for w in WINDOWS if w <= SUM_STEP]
+    # c{w} for every window and v5, v10: the day lags under the names ROC and SUMP read (v20.. come
+    # from lags of their own); rkb_a: the signs of the day lags in a block of _rank_blocks()
+    units = ",\n".join([f"{ind}c_{w} AS c{w}" for w in WINDOWS] + [f"{ind}v_{w} AS v{w}" for w in WINDOWS if w <= SUM_STEP]
+                        + [f"{ind}" + " + ".join(f"sign(c - c_{j})" for j in range(a, b)) + f" AS rkb_{a}"
+                           for a, b in _rank_blocks()]
                         + [f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
                          for j in range(SUM_STEP) for n, e in SUMS.items()]
                         + [f"{ind}{_short(n, w)} AS {n}_{w}"
@@ -342,7 +417,8 @@ def _sums() -> tuple[str, str, str]:
     for w in (WINDOWS[0], SUM_STEP):
         sums += [f"{ind}" + " + ".join(f"u{j}_{n}" for j in range(w)) + f" AS s{w}_{n}" for n in SUMS]
         sums.append(f"{ind}" + " + ".join(f"{j} * u{j}_c" for j in range(1, w)) + f" AS t{w}")
-    sums += [f"{ind}{_sorted_quantile(w, q)}" for w in SORTED_LIST_WINDOWS for q in (0.2, 0.8)]
+    sums += [f"{ind}{_sorted_quantile(w, q, wire)}" for w in NETWORK_WINDOWS for q in QUANTILES]
+    sums += [f"{ind}" + " + ".join(f"rkb_{a}" for a, b in _rank_blocks() if b <= w) + f" AS rkd_{w}" for w in WINDOWS]
     sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED) + f", {REF} := c) AS packed")
     return lags, units, ",\n".join(sums)
 
@@ -388,17 +464,16 @@ def _long_sums(w: int) -> list[str]:
 
 def render_sql() -> str:
     ind = " " * 8
-    day_lags, units, sums = _sums()
-    # c{w}, v{w}: the close and volume w rows back (ROC, SUMP, VSUMP); the day lags hold w <= 10
-    lags = ",\n".join([f"{ind}lag({s}, {w}) OVER s AS {s}{w}" for s in ("c", "v") for w in WINDOWS
-                        if w > SUM_STEP] + [day_lags])
+    network, wire = _network_ctes("lagged")
+    day_lags, units, sums = _sums(wire)
+    # v{w}: the volume w rows back (VSUMP); the day lags hold v for w <= 10 and c for every w
+    lags = ",\n".join([f"{ind}lag(v, {w}) OVER s AS v{w}" for w in WINDOWS if w > SUM_STEP] + [day_lags])
     aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
             if not _is_short(name, w) and not (name in LONG_EXT and w > SUM_STEP)]
     aggs += [f"{ind}lag(packed, {k}) OVER s AS {_packed_lag(k)}"
              for k in range(SUM_STEP, max(WINDOWS), SUM_STEP)]
     aggs = ",\n".join(aggs)
     longs = [f"{ind}{_long_ext(n, w)} AS {n}_{w}" for w in WINDOWS if w > SUM_STEP for n in LONG_EXT]
-    longs += [f"{ind}rk_lo_{w} - rk_hi_{w} AS rkd_{w}" for w in WINDOWS if w > SUM_STEP]
     longs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
     # warm-up as a factor 1.0 or NULL per (rule, window): a product is cheaper than a CASE per column
     masks = [f"{ind}CASE WHEN {cond.format(w=w)} THEN 1.0 END AS {_mask(need, w)}"
@@ -422,7 +497,7 @@ def render_sql() -> str:
                 e = f"({e}) * {_mask(need, w)}"
             cols.append(f"    CAST({e} AS FLOAT) AS {op}{w}")
     unpack = ", ".join(f"packed.{c} AS {c}" for c in PACKED)
-    return _HEAD.format(unpack=unpack, vwap=VWAP_SQL, lags=lags, units=units, sums=sums, aggs=aggs,
+    return _HEAD.format(network=",\n".join(network), network_last=f"net{len(network) - 1}", unpack=unpack, vwap=VWAP_SQL, lags=lags, units=units, sums=sums, aggs=aggs,
                         windows=windows, longs=",\n".join(longs), derived=",\n".join(derived),
                         masks=",\n".join(masks), cols=",\n".join(cols))
 

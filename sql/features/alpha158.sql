@@ -19,9 +19,6 @@ adj AS (
 lagged AS (
     SELECT *,
         CAST(row_number() OVER s AS DOUBLE) AS x,
-        lag(c, 20) OVER s AS c20,
-        lag(c, 30) OVER s AS c30,
-        lag(c, 60) OVER s AS c60,
         lag(v, 20) OVER s AS v20,
         lag(v, 30) OVER s AS v30,
         lag(v, 60) OVER s AS v60,
@@ -35,6 +32,56 @@ lagged AS (
         lag(c, 8) OVER s AS c_8,
         lag(c, 9) OVER s AS c_9,
         lag(c, 10) OVER s AS c_10,
+        lag(c, 11) OVER s AS c_11,
+        lag(c, 12) OVER s AS c_12,
+        lag(c, 13) OVER s AS c_13,
+        lag(c, 14) OVER s AS c_14,
+        lag(c, 15) OVER s AS c_15,
+        lag(c, 16) OVER s AS c_16,
+        lag(c, 17) OVER s AS c_17,
+        lag(c, 18) OVER s AS c_18,
+        lag(c, 19) OVER s AS c_19,
+        lag(c, 20) OVER s AS c_20,
+        lag(c, 21) OVER s AS c_21,
+        lag(c, 22) OVER s AS c_22,
+        lag(c, 23) OVER s AS c_23,
+        lag(c, 24) OVER s AS c_24,
+        lag(c, 25) OVER s AS c_25,
+        lag(c, 26) OVER s AS c_26,
+        lag(c, 27) OVER s AS c_27,
+        lag(c, 28) OVER s AS c_28,
+        lag(c, 29) OVER s AS c_29,
+        lag(c, 30) OVER s AS c_30,
+        lag(c, 31) OVER s AS c_31,
+        lag(c, 32) OVER s AS c_32,
+        lag(c, 33) OVER s AS c_33,
+        lag(c, 34) OVER s AS c_34,
+        lag(c, 35) OVER s AS c_35,
+        lag(c, 36) OVER s AS c_36,
+        lag(c, 37) OVER s AS c_37,
+        lag(c, 38) OVER s AS c_38,
+        lag(c, 39) OVER s AS c_39,
+        lag(c, 40) OVER s AS c_40,
+        lag(c, 41) OVER s AS c_41,
+        lag(c, 42) OVER s AS c_42,
+        lag(c, 43) OVER s AS c_43,
+        lag(c, 44) OVER s AS c_44,
+        lag(c, 45) OVER s AS c_45,
+        lag(c, 46) OVER s AS c_46,
+        lag(c, 47) OVER s AS c_47,
+        lag(c, 48) OVER s AS c_48,
+        lag(c, 49) OVER s AS c_49,
+        lag(c, 50) OVER s AS c_50,
+        lag(c, 51) OVER s AS c_51,
+        lag(c, 52) OVER s AS c_52,
+        lag(c, 53) OVER s AS c_53,
+        lag(c, 54) OVER s AS c_54,
+        lag(c, 55) OVER s AS c_55,
+        lag(c, 56) OVER s AS c_56,
+        lag(c, 57) OVER s AS c_57,
+        lag(c, 58) OVER s AS c_58,
+        lag(c, 59) OVER s AS c_59,
+        lag(c, 60) OVER s AS c_60,
         lag(v, 1) OVER s AS v_1,
         lag(v, 2) OVER s AS v_2,
         lag(v, 3) OVER s AS v_3,
@@ -66,12 +113,60 @@ lagged AS (
     FROM adj
     WINDOW s AS (PARTITION BY instrument ORDER BY date)
 ),
+net0 AS (
+    SELECT *, least(c, c_1) AS srt5_0_0, greatest(c, c_1) AS srt5_0_1, least(c_2, c_3) AS srt5_0_2, greatest(c_2, c_3) AS srt5_0_3, least(c_4, c_5) AS srt10_0_4, greatest(c_4, c_5) AS srt10_0_5, least(c_6, c_7) AS srt10_0_6, greatest(c_6, c_7) AS srt10_0_7, least(c_8, c_9) AS srt10_0_8, greatest(c_8, c_9) AS srt10_0_9
+    FROM lagged
+),
+net1 AS (
+    SELECT *, least(srt5_0_0, srt5_0_2) AS srt5_1_0, greatest(srt5_0_0, srt5_0_2) AS srt5_1_2, least(srt5_0_1, srt5_0_3) AS srt5_1_1, greatest(srt5_0_1, srt5_0_3) AS srt5_1_3, least(srt10_0_4, srt10_0_6) AS srt10_1_4, greatest(srt10_0_4, srt10_0_6) AS srt10_1_6, least(srt10_0_5, srt10_0_7) AS srt10_1_5, greatest(srt10_0_5, srt10_0_7) AS srt10_1_7
+    FROM net0
+),
+net2 AS (
+    SELECT *, least(srt5_1_1, srt5_1_2) AS srt5_2_1, greatest(srt5_1_1, srt5_1_2) AS srt5_2_2, least(srt5_1_0, c_4) AS srt5_2_0, greatest(srt5_1_0, c_4) AS srt5_2_4, least(srt10_1_5, srt10_1_6) AS srt10_2_5, greatest(srt10_1_5, srt10_1_6) AS srt10_2_6, least(srt5_1_0, srt10_1_4) AS srt10_2_0, greatest(srt5_1_0, srt10_1_4) AS srt10_2_4, least(srt5_1_3, srt10_1_7) AS srt10_2_3, greatest(srt5_1_3, srt10_1_7) AS srt10_2_7
+    FROM net1
+),
+net3 AS (
+    SELECT *, least(srt5_2_2, srt5_2_4) AS srt5_3_2, greatest(srt5_2_2, srt5_2_4) AS srt5_3_4, least(srt5_2_2, srt10_2_6) AS srt10_3_2, greatest(srt5_2_2, srt10_2_6) AS srt10_3_6, least(srt5_2_1, srt10_2_5) AS srt10_3_1, greatest(srt5_2_1, srt10_2_5) AS srt10_3_5, greatest(srt10_2_0, srt10_0_8) AS srt10_3_8
+    FROM net2
+),
+net4 AS (
+    SELECT *, least(srt5_2_1, srt5_3_2) AS srt5_4_1, least(srt5_1_3, srt5_3_4) AS srt5_4_3, greatest(srt5_1_3, srt5_3_4) AS srt5_4_4, least(srt10_3_2, srt10_2_4) AS srt10_4_2, greatest(srt10_3_2, srt10_2_4) AS srt10_4_4, least(srt10_2_3, srt10_3_5) AS srt10_4_3, greatest(srt10_2_3, srt10_3_5) AS srt10_4_5
+    FROM net3
+),
+net5 AS (
+    SELECT *, least(srt10_3_1, srt10_4_2) AS srt10_5_1, greatest(srt10_3_1, srt10_4_2) AS srt10_5_2, greatest(srt10_4_3, srt10_4_4) AS srt10_5_4, least(srt10_4_5, srt10_3_6) AS srt10_5_5, greatest(srt10_4_5, srt10_3_6) AS srt10_5_6
+    FROM net4
+),
+net6 AS (
+    SELECT *, least(srt10_5_4, srt10_3_8) AS srt10_6_4, greatest(srt10_5_4, srt10_3_8) AS srt10_6_8, least(srt10_5_1, srt10_0_9) AS srt10_6_1, greatest(srt10_5_1, srt10_0_9) AS srt10_6_9
+    FROM net5
+),
+net7 AS (
+    SELECT *, least(srt10_5_2, srt10_6_4) AS srt10_7_2, greatest(srt10_5_6, srt10_6_8) AS srt10_7_8, greatest(srt10_5_5, srt10_6_9) AS srt10_7_9
+    FROM net6
+),
+net8 AS (
+    SELECT *, least(srt10_2_7, srt10_7_9) AS srt10_8_7, least(srt10_6_1, srt10_7_2) AS srt10_8_1, greatest(srt10_6_1, srt10_7_2) AS srt10_8_2
+    FROM net7
+),
+net9 AS (
+    SELECT *, least(srt10_8_7, srt10_7_8) AS srt10_9_7, greatest(srt10_8_7, srt10_7_8) AS srt10_9_8
+    FROM net8
+),
 units AS (
     SELECT *,
         c_5 AS c5,
         c_10 AS c10,
+        c_20 AS c20,
+        c_30 AS c30,
+        c_60 AS c60,
         v_5 AS v5,
         v_10 AS v10,
+        sign(c - c_1) + sign(c - c_2) + sign(c - c_3) + sign(c - c_4) AS rkb_1,
+        sign(c - c_5) + sign(c - c_6) + sign(c - c_7) + sign(c - c_8) + sign(c - c_9) AS rkb_5,
+        sign(c - c_10) + sign(c - c_11) + sign(c - c_12) + sign(c - c_13) + sign(c - c_14) + sign(c - c_15) + sign(c - c_16) + sign(c - c_17) + sign(c - c_18) + sign(c - c_19) AS rkb_10,
+        sign(c - c_20) + sign(c - c_21) + sign(c - c_22) + sign(c - c_23) + sign(c - c_24) + sign(c - c_25) + sign(c - c_26) + sign(c - c_27) + sign(c - c_28) + sign(c - c_29) AS rkb_20,
+        sign(c - c_30) + sign(c - c_31) + sign(c - c_32) + sign(c - c_33) + sign(c - c_34) + sign(c - c_35) + sign(c - c_36) + sign(c - c_37) + sign(c - c_38) + sign(c - c_39) + sign(c - c_40) + sign(c - c_41) + sign(c - c_42) + sign(c - c_43) + sign(c - c_44) + sign(c - c_45) + sign(c - c_46) + sign(c - c_47) + sign(c - c_48) + sign(c - c_49) + sign(c - c_50) + sign(c - c_51) + sign(c - c_52) + sign(c - c_53) + sign(c - c_54) + sign(c - c_55) + sign(c - c_56) + sign(c - c_57) + sign(c - c_58) + sign(c - c_59) AS rkb_30,
         sign(c - c_1) + 1000 * abs(sign(c - c_1)) + 1000000 * CAST((ln(v / nullif(v_1, 0) + 1)) IS NOT NULL AS DOUBLE) AS u0_n,
         c AS u0_c,
         abs(c - c_1) AS u0_ad,
@@ -242,18 +337,15 @@ units AS (
         ((c_9 / c_10) - 1) * ((ln(v_9 / nullif(v_10, 0) + 1)) - ln(2)) AS u9_crlr,
         (c_9 / c - 1) * (c_9 / c - 1) AS u9_y2,
         (c_9 / c - 1) * (ln(v_9 + 1)) AS u9_ylv,
-        sign(c - c_1) + sign(c - c_2) + sign(c - c_3) + sign(c - c_4) AS rkd_5,
         greatest(h, h_1, h_2, h_3, h_4) AS hmax_5,
         least(l, l_1, l_2, l_3, l_4) AS lmin_5,
         CASE WHEN h_4 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 4 WHEN h_3 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 3 WHEN h_2 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 2 WHEN h_1 = greatest(h, h_1, h_2, h_3, h_4) THEN x - 1 ELSE x END AS imax_5,
         CASE WHEN l_4 = least(l, l_1, l_2, l_3, l_4) THEN x - 4 WHEN l_3 = least(l, l_1, l_2, l_3, l_4) THEN x - 3 WHEN l_2 = least(l, l_1, l_2, l_3, l_4) THEN x - 2 WHEN l_1 = least(l, l_1, l_2, l_3, l_4) THEN x - 1 ELSE x END AS imin_5,
-        list_sort([c, c_1, c_2, c_3, c_4]) AS q_5,
-        sign(c - c_1) + sign(c - c_2) + sign(c - c_3) + sign(c - c_4) + sign(c - c_5) + sign(c - c_6) + sign(c - c_7) + sign(c - c_8) + sign(c - c_9) AS rkd_10,
         greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) AS hmax_10,
         least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) AS lmin_10,
         CASE WHEN h_9 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 9 WHEN h_8 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 8 WHEN h_7 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 7 WHEN h_6 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 6 WHEN h_5 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 5 WHEN h_4 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 4 WHEN h_3 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 3 WHEN h_2 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 2 WHEN h_1 = greatest(h, h_1, h_2, h_3, h_4, h_5, h_6, h_7, h_8, h_9) THEN x - 1 ELSE x END AS imax_10,
         CASE WHEN l_9 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 9 WHEN l_8 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 8 WHEN l_7 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 7 WHEN l_6 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 6 WHEN l_5 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 5 WHEN l_4 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 4 WHEN l_3 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 3 WHEN l_2 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 2 WHEN l_1 = least(l, l_1, l_2, l_3, l_4, l_5, l_6, l_7, l_8, l_9) THEN x - 1 ELSE x END AS imin_10
-    FROM lagged
+    FROM net9
 ),
 sums AS (
     SELECT *,
@@ -293,23 +385,23 @@ sums AS (
         u0_y2 + u1_y2 + u2_y2 + u3_y2 + u4_y2 + u5_y2 + u6_y2 + u7_y2 + u8_y2 + u9_y2 AS s10_y2,
         u0_ylv + u1_ylv + u2_ylv + u3_ylv + u4_ylv + u5_ylv + u6_ylv + u7_ylv + u8_ylv + u9_ylv AS s10_ylv,
         1 * u1_c + 2 * u2_c + 3 * u3_c + 4 * u4_c + 5 * u5_c + 6 * u6_c + 7 * u7_c + 8 * u8_c + 9 * u9_c AS t10,
-        (q_5[1] + 0.8 * (q_5[2] - q_5[1])) AS qd_5,
-        (q_5[4] + 0.2 * (q_5[5] - q_5[4])) AS qu_5,
+        (srt5_2_0 + 0.8 * (srt5_4_1 - srt5_2_0)) AS qd_5,
+        (srt5_4_3 + 0.2 * (srt5_4_4 - srt5_4_3)) AS qu_5,
+        (srt10_8_1 + 0.8 * (srt10_8_2 - srt10_8_1)) AS qd_10,
+        (srt10_9_7 + 0.2 * (srt10_9_8 - srt10_9_7)) AS qu_10,
+        rkb_1 AS rkd_5,
+        rkb_1 + rkb_5 AS rkd_10,
+        rkb_1 + rkb_5 + rkb_10 AS rkd_20,
+        rkb_1 + rkb_5 + rkb_10 + rkb_20 AS rkd_30,
+        rkb_1 + rkb_5 + rkb_10 + rkb_20 + rkb_30 AS rkd_60,
         struct_pack(s10_n := s10_n, s10_c := s10_c, s10_ad := s10_ad, s10_avd := s10_avd, s10_v := s10_v, s10_v2 := s10_v2, s10_wv := s10_wv, s10_wv2 := s10_wv2, s10_lv := s10_lv, s10_lv2 := s10_lv2, s10_cr := s10_cr, s10_cr2 := s10_cr2, s10_lr := s10_lr, s10_lr2 := s10_lr2, s10_crlr := s10_crlr, s10_y2 := s10_y2, s10_ylv := s10_ylv, t10 := t10, hmax_10 := hmax_10, lmin_10 := lmin_10, imax_10 := imax_10, imin_10 := imin_10, ref := c) AS packed
     FROM units
 ),
 win AS (
     SELECT *,
-        quantile_cont(c, [0.2, 0.8]) OVER w10 AS q_10,
         quantile_cont(c, [0.2, 0.8]) OVER w20 AS q_20,
-        rank(ORDER BY c) OVER w20 AS rk_lo_20,
-        rank(ORDER BY c DESC) OVER w20 AS rk_hi_20,
         quantile_cont(c, [0.2, 0.8]) OVER w30 AS q_30,
-        rank(ORDER BY c) OVER w30 AS rk_lo_30,
-        rank(ORDER BY c DESC) OVER w30 AS rk_hi_30,
         quantile_cont(c, [0.2, 0.8]) OVER w60 AS q_60,
-        rank(ORDER BY c) OVER w60 AS rk_lo_60,
-        rank(ORDER BY c DESC) OVER w60 AS rk_hi_60,
         lag(packed, 10) OVER s AS packed_10,
         lag(packed, 20) OVER s AS packed_20,
         lag(packed, 30) OVER s AS packed_30,
@@ -342,9 +434,6 @@ longs AS (
         least(lmin_10, packed_10.lmin_10, packed_20.lmin_10, packed_30.lmin_10, packed_40.lmin_10, packed_50.lmin_10) AS lmin_60,
         CASE WHEN packed_50.hmax_10 = greatest(hmax_10, packed_10.hmax_10, packed_20.hmax_10, packed_30.hmax_10, packed_40.hmax_10, packed_50.hmax_10) THEN packed_50.imax_10 WHEN packed_40.hmax_10 = greatest(hmax_10, packed_10.hmax_10, packed_20.hmax_10, packed_30.hmax_10, packed_40.hmax_10, packed_50.hmax_10) THEN packed_40.imax_10 WHEN packed_30.hmax_10 = greatest(hmax_10, packed_10.hmax_10, packed_20.hmax_10, packed_30.hmax_10, packed_40.hmax_10, packed_50.hmax_10) THEN packed_30.imax_10 WHEN packed_20.hmax_10 = greatest(hmax_10, packed_10.hmax_10, packed_20.hmax_10, packed_30.hmax_10, packed_40.hmax_10, packed_50.hmax_10) THEN packed_20.imax_10 WHEN packed_10.hmax_10 = greatest(hmax_10, packed_10.hmax_10, packed_20.hmax_10, packed_30.hmax_10, packed_40.hmax_10, packed_50.hmax_10) THEN packed_10.imax_10 ELSE imax_10 END AS imax_60,
         CASE WHEN packed_50.lmin_10 = least(lmin_10, packed_10.lmin_10, packed_20.lmin_10, packed_30.lmin_10, packed_40.lmin_10, packed_50.lmin_10) THEN packed_50.imin_10 WHEN packed_40.lmin_10 = least(lmin_10, packed_10.lmin_10, packed_20.lmin_10, packed_30.lmin_10, packed_40.lmin_10, packed_50.lmin_10) THEN packed_40.imin_10 WHEN packed_30.lmin_10 = least(lmin_10, packed_10.lmin_10, packed_20.lmin_10, packed_30.lmin_10, packed_40.lmin_10, packed_50.lmin_10) THEN packed_30.imin_10 WHEN packed_20.lmin_10 = least(lmin_10, packed_10.lmin_10, packed_20.lmin_10, packed_30.lmin_10, packed_40.lmin_10, packed_50.lmin_10) THEN packed_20.imin_10 WHEN packed_10.lmin_10 = least(lmin_10, packed_10.lmin_10, packed_20.lmin_10, packed_30.lmin_10, packed_40.lmin_10, packed_50.lmin_10) THEN packed_10.imin_10 ELSE imin_10 END AS imin_60,
-        rk_lo_20 - rk_hi_20 AS rkd_20,
-        rk_lo_30 - rk_hi_30 AS rkd_30,
-        rk_lo_60 - rk_hi_60 AS rkd_60,
         s10_n + packed_10.s10_n AS s20_n,
         s10_c + packed_10.s10_c AS s20_c,
         s10_ad + packed_10.s10_ad AS s20_ad,
@@ -574,12 +663,12 @@ SELECT date, instrument,
     CAST((lmin_30 / c) * warm_n_30 AS FLOAT) AS MIN30,
     CAST((lmin_60 / c) * warm_n_60 AS FLOAT) AS MIN60,
     CAST((qu_5 / c) * warm_n_5 AS FLOAT) AS QTLU5,
-    CAST((q_10[2] / c) * warm_n_10 AS FLOAT) AS QTLU10,
+    CAST((qu_10 / c) * warm_n_10 AS FLOAT) AS QTLU10,
     CAST((q_20[2] / c) * warm_n_20 AS FLOAT) AS QTLU20,
     CAST((q_30[2] / c) * warm_n_30 AS FLOAT) AS QTLU30,
     CAST((q_60[2] / c) * warm_n_60 AS FLOAT) AS QTLU60,
     CAST((qd_5 / c) * warm_n_5 AS FLOAT) AS QTLD5,
-    CAST((q_10[1] / c) * warm_n_10 AS FLOAT) AS QTLD10,
+    CAST((qd_10 / c) * warm_n_10 AS FLOAT) AS QTLD10,
     CAST((q_20[1] / c) * warm_n_20 AS FLOAT) AS QTLD20,
     CAST((q_30[1] / c) * warm_n_30 AS FLOAT) AS QTLD30,
     CAST((q_60[1] / c) * warm_n_60 AS FLOAT) AS QTLD60,

@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.features.alpha158 import FEATURE_NAMES, LOOKBACK_ROWS, render_sql
+import itertools
+
+from pipeline.features.alpha158 import (FEATURE_NAMES, LOOKBACK_ROWS, NETWORK_WINDOWS, QUANTILES,
+                                        _comparators, _position, render_sql)
 from pipeline.features.build import _stock_batches, build_features
 from pipeline.warehouse import SQL_DIR, sql_text
 from tests.code.alpha158_reference import alpha158_reference
@@ -121,6 +124,20 @@ def test_feature_names_are_qlibs_158():
 
 def test_sql_file_is_generated_from_the_operator_table():
     assert (SQL_DIR / "features" / "alpha158.sql").read_text() == render_sql()
+
+
+@pytest.mark.parametrize("w", NETWORK_WINDOWS)
+def test_comparator_network_selects_the_quantiles_sorted_positions(w):
+    """QTLU/QTLD of short windows read sorted positions from a pruned comparator network: by the
+    0-1 principle it selects them for every input iff it does for every 0/1 input."""
+    need = {p + k for q in QUANTILES for p, f in [_position(w, q)] for k in ((0, 1) if f else (0,))}
+    net = _comparators(w, need)
+    assert len(net) < w * (w - 1) // 2           # pruned, not a bubble sort
+    for bits in itertools.product((0, 1), repeat=w):
+        x = list(bits)
+        for i, j, _, _ in net:
+            x[i], x[j] = min(x[i], x[j]), max(x[i], x[j])
+        assert all(x[k] == sorted(bits)[k] for k in need), bits
 
 
 def test_alpha158_sql_matches_pandas_reference_on_hand_made_prices():
