@@ -9,9 +9,14 @@ market features; peak RSS of this process, DuckDB included), and side by side on
 Reference point: Qlib's Alpha158 handler on this data, 2 cores: 209 s, 14.6 GB peak RSS.
 
     .venv/bin/python benchmarks/bench_features.py --home /tmp/a158home --compare-sql old.sql
+    .venv/bin/python benchmarks/bench_features.py --home /tmp/a158home --sample 0 --skip-full
 
 times another alpha158 SQL file (e.g. `git show aef26c5:sql/features/alpha158.sql > old.sql`)
-on the same stocks too. Both SQL timings fetch a DataFrame, like the reference.
+on the same stocks too; `--sample 0` compares on every stock, in statements (and reference
+calls) of --chunk stocks, each chunk timed both ways one after the other. The SQL is timed
+three ways: to a pandas DataFrame via Arrow (what the reference returns), via DuckDB's .df(),
+and into a DuckDB temp table (what `miga features` computes, without the warehouse's
+compression and disk write).
 
 Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times depend on them):
   framed-aggregate SQL (aef26c5), load ~1.5-3.8: full panel 180 s wall / 207 s CPU
@@ -56,12 +61,26 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     with the SQL before this step: 5.74 / 4.98 s wall (9.24 / 8.44 s CPU) vs 5.43 / 5.54 s
     (9.13 / 9.02 s CPU), within this machine's noise at 2 threads (single thread, 300 stocks:
     11.2-11.7 -> 10.6-11.1 us per row); pandas 18.9-19.3 s (3.5x wall); 40 stocks 2.3-2.4x.
-Where the time goes now (1 thread, 300 stocks, DuckDB profile, 5.8 s before the last two steps): the window pass with
-the framed quantiles (10/20/30/60 days, ~0.5 us per row each) and ranks (20/30/60, ~0.2 us
-each) and the lags of the 10-day struct, 2.6 s; the per-day units of the sums 0.7 s; the
-INSERT 0.7 s (on a persistent table ~2 s more per 1M rows: ALPRD compression, which saves
-~1.6 GB on the full panel); the final 158-column projection 0.4 s. The 60 s and 5x targets
-are still not met.
+  + RANK of every window from sign sums of the close's day lags (no framed ranks) and QTLU/QTLD
+    of 5 and 10 days from a comparator network (d323073), next session, load 0.6-1.5: single
+    thread, 300 stocks: 10.3-10.6 -> 9.6-9.8 us per row. Full panel Alpha158 57.8, 57.6, 54.5 s
+    (features+labels+market 61.6 / 60.6 / 58.1 s wall, 112.7 / 110.9 / 106.1 s CPU), peak RSS
+    3.07-3.09 GB. Side by side, the SQL timed three ways (DataFrame via Arrow / via DuckDB's
+    .df() / into a DuckDB temp table; earlier figures above are .df()):
+      400 stocks (`--sample 400 --compare-sql old.sql`, two runs): previous SQL 4.16-4.19 s
+      (Arrow); this SQL 3.60-3.62 / 4.14-4.37 / 3.51-3.71 s; pandas 18.7-18.8 s: 5.2x / 4.3-4.5x
+      / 5.0-5.4x wall.
+      whole panel (`--sample 0 --skip-full`, statements of 400 stocks, 5.6 min): pandas 196.6 s;
+      SQL 43.6 / 47.5 / 40.7 s: 4.5x / 4.1x / 4.8x wall (2.4x / 2.4x / 2.6x CPU).
+      40 stocks: 0.71 / 0.79 / 0.72 s vs pandas 1.69 s: 2.1-2.4x (each statement costs ~0.2 s
+      to bind and optimise, and small statements parallelise less).
+Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the second window pass
+2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the lags of the
+10-day struct and the pass's ~50-column payload ~1.1 s); the first window pass (all day lags)
+0.6 s; the CTAS into a temp table 0.7 s (into the warehouse table ~2 s more per 1M rows at 2
+threads: ALPRD compression and the disk write); the per-day units and other projections ~1.3
+s, of which the final 158-column projection 0.4 s. The 60 s target holds in these three runs;
+the 5x target holds on the 400-stock sample but not on the whole panel (4.1-4.8x).
 """
 from __future__ import annotations
 

@@ -20,6 +20,10 @@ Measured 2026-11-24 on the shared data, idle 2-core machine (load ~1.7):
   in features.f32 (newly listed stocks no longer rewrite the old days), load ~1.5:
   last day 2020-12-31 (3 stocks listed): store extend 2.8 s (was 19.8 s) vs rebuild 50.8 s;
   features (extend) 5.2 s; extended == rebuilt: True.
+  Next session, with RANK from sign sums of day lags and QTLU/QTLD of 5/10 days from a
+  comparator network (d323073), load ~1.5, --until 2020-12-09: features (full build) 61.9 s,
+  features (extend) 4.6 s; store build 46.5 s, store extend 2.7 s vs rebuild 37.9 s;
+  extended == rebuilt: True.
 """
 from __future__ import annotations
 
