@@ -26,6 +26,9 @@ Measured 2026-11-24 on the 2-core box, idle (load 0.2-1.2), pyqlib 0.9.7 in its 
   After the sums-based std/corr SQL (684a67b), later the same day, load ~1: 1000 stocks ours 14.39 s
     / 23.66 s CPU, Qlib 54.55 s (3.8x); agreement 99.32463% / 99.97881% / 99.99453% at the
     three tolerances, the same 125 CORD NaNs: the same values as before.
+  With RANK from day-lag sign sums and the 5/10-day quantiles from a comparator network
+  (d323073), next session, load ~0.7-1.2: 1000 stocks ours 11.90 s / 19.40 s CPU, Qlib 52.33 s
+  (4.4x); agreement again 99.32463% / 99.97881% / 99.99453%, the same 125 CORD NaNs.
   Values, 1000 stocks, 1,326,424 comparable stock-days, 209.6M values: 99.325% within rtol
     1e-5, 99.979% within 1e-4, 99.995% within 1e-3. Every difference looked at comes from
     Qlib's float32 inputs or from the documented warm-up rule:
