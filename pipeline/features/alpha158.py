@@ -58,7 +58,8 @@ AGGS = {
 
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
-# (built from lags c_j = lag(c, j), v_j of close and volume, j = 0..10: no extra window pass),
+# (built from lags c_j = lag(c, j), v_j of close and volume, j = 0..10: no extra window pass;
+# the close's lags go on to 60 for RANK),
 # and sum_20/30/60 = sum_10 + lag(sum_10, 10) + ... (k lags of sum_10, taken in the framed
 # aggregates' pass as lags of one struct of all the 10-day quantities, PACKED). Sums of at
 # most 60 terms, as exact as the framed sum (no running totals, so no cancellation between
@@ -370,10 +371,10 @@ def _network_ctes(source: str) -> tuple[list[str], dict[tuple[int, int], str]]:
             for k, fn, keep in ((i, "least", lo), (j, "greatest", hi)):
                 if keep:
                     expr = f"{fn}({a}, {b})"
-                    if expr not in done:     # the 5- and 10-day networks start alike
-                        done[expr] = f"srt{w}_{at}_{k}"
-                        layers[at].append(f"{expr} AS {done[expr]}")
-                    wire[w, k] = done[expr]
+                    if (expr, at) not in done:     # the 5- and 10-day networks start alike
+                        done[expr, at] = f"srt{w}_{at}_{k}"
+                        layers[at].append(f"{expr} AS {done[expr, at]}")
+                    wire[w, k] = done[expr, at]
     ctes, prev = [], source
     for at, cols in enumerate(layers):
         ctes.append(f"net{at} AS (\n    SELECT *, " + ", ".join(cols) + f"\n    FROM {prev}\n)")
@@ -406,7 +407,8 @@ def _sums(wire: dict[tuple[int, int], str]) -> tuple[str, str, str]:
                           for j in range(1, SUM_STEP)])
     # c{w} for every window and v5, v10: the day lags under the names ROC and SUMP read (v20.. come
     # from lags of their own); rkb_a: the signs of the day lags in a block of _rank_blocks()
-    units = ",\n".join([f"{ind}c_{w} AS c{w}" for w in WINDOWS] + [f"{ind}v_{w} AS v{w}" for w in WINDOWS if w <= SUM_STEP]
+    units = ",\n".join([f"{ind}c_{w} AS c{w}" for w in WINDOWS]
+                        + [f"{ind}v_{w} AS v{w}" for w in WINDOWS if w <= SUM_STEP]
                         + [f"{ind}" + " + ".join(f"sign(c - c_{j})" for j in range(a, b)) + f" AS rkb_{a}"
                            for a, b in _rank_blocks()]
                         + [f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
@@ -418,7 +420,8 @@ def _sums(wire: dict[tuple[int, int], str]) -> tuple[str, str, str]:
         sums += [f"{ind}" + " + ".join(f"u{j}_{n}" for j in range(w)) + f" AS s{w}_{n}" for n in SUMS]
         sums.append(f"{ind}" + " + ".join(f"{j} * u{j}_c" for j in range(1, w)) + f" AS t{w}")
     sums += [f"{ind}{_sorted_quantile(w, q, wire)}" for w in NETWORK_WINDOWS for q in QUANTILES]
-    sums += [f"{ind}" + " + ".join(f"rkb_{a}" for a, b in _rank_blocks() if b <= w) + f" AS rkd_{w}" for w in WINDOWS]
+    sums += [f"{ind}" + " + ".join(f"rkb_{a}" for a, b in _rank_blocks() if b <= w) + f" AS rkd_{w}"
+             for w in WINDOWS]
     sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED) + f", {REF} := c) AS packed")
     return lags, units, ",\n".join(sums)
 
@@ -497,7 +500,8 @@ def render_sql() -> str:
                 e = f"({e}) * {_mask(need, w)}"
             cols.append(f"    CAST({e} AS FLOAT) AS {op}{w}")
     unpack = ", ".join(f"packed.{c} AS {c}" for c in PACKED)
-    return _HEAD.format(network=",\n".join(network), network_last=f"net{len(network) - 1}", unpack=unpack, vwap=VWAP_SQL, lags=lags, units=units, sums=sums, aggs=aggs,
+    return _HEAD.format(network=",\n".join(network), network_last=f"net{len(network) - 1}",
+                        unpack=unpack, vwap=VWAP_SQL, lags=lags, units=units, sums=sums, aggs=aggs,
                         windows=windows, longs=",\n".join(longs), derived=",\n".join(derived),
                         masks=",\n".join(masks), cols=",\n".join(cols))
 
