@@ -163,7 +163,8 @@ def main() -> None:
     query = sql_text("features/alpha158")
     ways = {"DataFrame via Arrow": _to_frame, "DataFrame via .df()": _to_df, "DuckDB temp table": _to_temp}
     if args.compare_sql:
-        ways[f"{args.compare_sql} (Arrow)"] = lambda c, _, p: _to_frame(c, Path(args.compare_sql).read_text(), p)
+        other = Path(args.compare_sql).read_text()
+        ways[f"{args.compare_sql} (Arrow)"] = lambda c, _, p: _to_frame(c, other, p)
     timings = {how: [0.0, 0.0] for how in ways} | {"reference": [0.0, 0.0]}
     rows = 0
     warm = {"instruments": insts[:1], "after": "1900-01-01", "lookback": LOOKBACK_ROWS}
