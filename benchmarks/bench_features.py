@@ -71,7 +71,9 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
       (Arrow); this SQL 3.60-3.62 / 4.14-4.37 / 3.51-3.71 s; pandas 18.7-18.8 s: 5.2x / 4.3-4.5x
       / 5.0-5.4x wall.
       whole panel (`--sample 0 --skip-full`, statements of 400 stocks, 5.6 min): pandas 196.6 s;
-      SQL 43.6 / 47.5 / 40.7 s: 4.5x / 4.1x / 4.8x wall (2.4x / 2.4x / 2.6x CPU).
+      SQL 43.6 / 47.5 / 40.7 s: 4.5x / 4.1x / 4.8x wall (2.4x / 2.4x / 2.6x CPU). With
+      `--chunk 600` (~1M rows a statement, as `miga features` packs them), load 1.5: pandas
+      205.8 s; SQL 44.6 / 46.6 / 39.2 s: 4.6x / 4.4x / 5.3x wall (2.5x / 2.6x / 2.8x CPU).
       40 stocks: 0.71 / 0.79 / 0.72 s vs pandas 1.69 s: 2.1-2.4x (each statement costs ~0.2 s
       to bind and optimise, and small statements parallelise less).
 Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the second window pass
@@ -80,7 +82,9 @@ Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the seco
 0.6 s; the CTAS into a temp table 0.7 s (into the warehouse table ~2 s more per 1M rows at 2
 threads: ALPRD compression and the disk write); the per-day units and other projections ~1.3
 s, of which the final 158-column projection 0.4 s. The 60 s target holds in these three runs;
-the 5x target holds on the 400-stock sample but not on the whole panel (4.1-4.8x).
+the 5x target holds into a DuckDB table (5.3x on the whole panel with ~1M-row statements,
+5.0-5.4x on 400 stocks) but not once the result is converted to a pandas DataFrame (4.1-4.6x
+on the whole panel), nor into a table with 400-stock statements (4.8x).
 """
 from __future__ import annotations
 
