@@ -26,7 +26,8 @@ from pipeline.warehouse import SQL_DIR, run_sql, sql_text, table_exists, table_f
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 2          # bump when the layout or the build's semantics change
+STORE_VERSION = 3          # bump when the layout or the build's semantics change (3: meta.json
+                           # records version and config_key, which _prune reads)
 BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (~64 MB of doubles)
 FIT_BYTES = 256 << 20      # at most this much sample for the normalisation fit
 KEEP_STORES = 2            # per config: the current store and the previous one (see _prune)
@@ -91,21 +92,29 @@ def build_store_from_warehouse(settings, config, force: bool = False) -> TensorS
         key = _static_key(con, config)
         base = None if force else _extendable(con, settings, config, key)
         _write(con, root, fp, config, key, base)
-        _prune(settings, root, key)
+        _prune(settings, root, key, _config_key(config))
     finally:
         con.close()
     return TensorStore(root)
 
 
-def _prune(settings, current: Path, key: str) -> None:
+def _prune(settings, current: Path, key: str, config_key: str) -> None:
     """Stores are caches (several GB each on real data) and a daily run makes a new one: of the
     stores with this config's static key, keep the newest KEEP_STORES (the current one and the
-    one it extends), delete the others."""
+    one it extends), delete the others. Also delete the stores no build can use again: those
+    of an older STORE_VERSION (its fingerprints never match), and those of this same config
+    (segments, data config) under another static key (an older feature SQL or source: a build
+    of this config now makes the current key). Stores of other configs stay."""
+    stores = _stores(settings)
     same = sorted(((root == current, meta.get("last_date") or "", (root / "meta.json").stat().st_mtime,
-                    root) for root, meta in _stores_with_key(settings, key)), reverse=True)
-    for *_, root in same[KEEP_STORES:]:
+                    root) for root, meta in stores if meta.get("static_key") == key), reverse=True)
+    stale = [root for *_, root in same[KEEP_STORES:]]
+    stale += [root for root, meta in stores if root != current and meta.get("static_key") != key
+              and (meta.get("version", 0) < STORE_VERSION or meta.get("config_key") == config_key)]
+    for root in stale:
+        size = sum(f.stat().st_size for f in root.iterdir() if f.is_file())
         shutil.rmtree(root, ignore_errors=True)
-        log.info("removed the old tensor store %s", root.name)
+        log.info("removed the old tensor store %s (%.1f GB)", root.name, size / 2**30)
 
 
 def _rel(con, name: str, params: dict | None = None):
@@ -146,17 +155,28 @@ def _static_key(con, config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _stores_with_key(settings, key: str) -> list[tuple[Path, dict]]:
-    """(folder, meta) of the complete stores in the home folder with this static key."""
+def _config_key(config) -> str:
+    """The config sections a store depends on (segments, data config), without the features."""
+    blob = json.dumps({"segments": config.fingerprint("segments"), "data_config": config.fingerprint("data")},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _stores(settings) -> list[tuple[Path, dict]]:
+    """(folder, meta) of the complete stores in the home folder (a build in progress has no
+    meta.json yet)."""
     out = []
     for meta_path in settings.store_dir.glob("*/meta.json"):
         try:
-            meta = json.loads(meta_path.read_text())
+            out.append((meta_path.parent, json.loads(meta_path.read_text())))
         except (OSError, ValueError):
             continue
-        if meta.get("static_key") == key:
-            out.append((meta_path.parent, meta))
     return out
+
+
+def _stores_with_key(settings, key: str) -> list[tuple[Path, dict]]:
+    """(folder, meta) of the complete stores in the home folder with this static key."""
+    return [(root, meta) for root, meta in _stores(settings) if meta.get("static_key") == key]
 
 
 def _extendable(con, settings, config, key: str) -> TensorStore | None:
@@ -246,6 +266,7 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
     last = str(dates[-1]) if days else None
     extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
              "fit_rows": fit_rows, "static_key": key, "last_date": last,
+             "version": STORE_VERSION, "config_key": _config_key(config),
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
              "extended_from": base.fingerprint if base is not None else None}
     writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,

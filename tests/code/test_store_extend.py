@@ -184,3 +184,29 @@ def test_a_grown_file_is_never_shared_twice(tmp_path):
     assert np.all(np.asarray(b.features[days:]) == 3.0) and np.all(np.asarray(b.features[:days]) == 1.0)
     reread = np.memmap(tmp_path / "base.f32", dtype=np.float32, mode="r", shape=(days, n, d))
     assert np.all(reread == 1.0)                       # the base's own days are untouched
+
+
+def test_stores_no_build_can_use_are_pruned(settings, data_dirs, monkeypatch):
+    """A new store deletes those no build can read again: an older STORE_VERSION's, and this
+    config's under an older feature SQL. Another config's store stays (it is still current)."""
+    from dataclasses import replace
+    cfg = _config()
+    other = replace(cfg, segments=replace(cfg.segments, embargo_days=cfg.segments.embargo_days + 1))
+    ingest(settings, data_dirs["cut1"])
+    first = build_store(settings, cfg)
+    mine = build_store(settings, other)                 # another config: another static key
+    assert mine.fingerprint != first.fingerprint and first.root.exists()
+    # a store written by an older miga: no version (or an older one) in its meta.json
+    old = settings.store_dir / "0ld0ld0ld0ld0ld0"
+    old.mkdir()
+    (old / "meta.json").write_text(json.dumps({"static_key": "an older layout", "last_date": "2020-01-01"}))
+    (old / "features.f32").write_bytes(b"\0" * 1024)
+    # the feature SQL changes: the same config now builds under a new static key
+    real = store_build._sql_hash
+    monkeypatch.setattr(store_build, "_sql_hash", lambda: real() + "-edited")
+    second = build_store(settings, cfg)
+    assert second.meta["static_key"] != first.meta["static_key"]
+    assert second.meta["version"] == store_build.STORE_VERSION
+    assert second.meta["config_key"] == first.meta["config_key"] != mine.meta["config_key"]
+    assert not first.root.exists() and not old.exists()
+    assert mine.root.exists() and second.root.exists()
