@@ -109,7 +109,7 @@ SUM_STEP = 10   # sums of the last 5 and 10 days from day lags; longer windows f
 
 
 def _short(name: str, w: int) -> str:
-    """Rank / max / min / first arg max of a window w <= SUM_STEP from the day lags (x_j =
+    """Max / min / first arg max of a window w <= SUM_STEP from the day lags (x_j =
     lag(x, j)), as scalar expressions instead of framed aggregates."""
     def d(col: str, j: int) -> str:
         return col if j == 0 else f"{col}_{j}"

@@ -62,8 +62,7 @@ def store_fingerprint(con, config) -> str:
         if table_exists(con, "feature_builds") else []
     blob = json.dumps({
         "data": _data_fingerprint(con), "sources": sources, "sql": _sql_hash(),
-        "segments": config.fingerprint("segments"), "data_config": config.fingerprint("data"),
-        "version": STORE_VERSION}, sort_keys=True, default=str)
+        "config": config.fingerprint("segments", "data"), "version": STORE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -92,7 +91,7 @@ def build_store_from_warehouse(settings, config, force: bool = False) -> TensorS
         key = _static_key(con, config)
         base = None if force else _extendable(con, settings, config, key)
         _write(con, root, fp, config, key, base)
-        _prune(settings, root, key, _config_key(config))
+        _prune(settings, root, key, config.fingerprint("segments", "data"))
     finally:
         con.close()
     return TensorStore(root)
@@ -112,9 +111,10 @@ def _prune(settings, current: Path, key: str, config_key: str) -> None:
     stale += [root for root, meta in stores if root != current and meta.get("static_key") != key
               and (meta.get("version", 0) < STORE_VERSION or meta.get("config_key") == config_key)]
     for root in stale:
-        size = sum(f.stat().st_size for f in root.iterdir() if f.is_file())
+        # a features file hard-linked by a newer store is not freed: count unshared files only
+        freed = sum(st.st_size for f in root.iterdir() if f.is_file() and (st := f.stat()).st_nlink == 1)
         shutil.rmtree(root, ignore_errors=True)
-        log.info("removed the old tensor store %s (%.1f GB)", root.name, size / 2**30)
+        log.info("removed the old tensor store %s (%.1f GB freed)", root.name, freed / 2**30)
 
 
 def _rel(con, name: str, params: dict | None = None):
@@ -149,16 +149,8 @@ def _pairs(con, name: str, params: dict | None = None):
 def _static_key(con, config) -> str:
     sources = con.execute("SELECT name, source FROM feature_builds WHERE name = 'features'").fetchall() \
         if table_exists(con, "feature_builds") else []
-    blob = json.dumps({"sources": sources, "sql": _sql_hash(), "segments": config.fingerprint("segments"),
-                       "data_config": config.fingerprint("data"), "version": STORE_VERSION},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _config_key(config) -> str:
-    """The config sections a store depends on (segments, data config), without the features."""
-    blob = json.dumps({"segments": config.fingerprint("segments"), "data_config": config.fingerprint("data")},
-                      sort_keys=True)
+    blob = json.dumps({"sources": sources, "sql": _sql_hash(), "config": config.fingerprint("segments", "data"),
+                       "version": STORE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -266,7 +258,7 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
     last = str(dates[-1]) if days else None
     extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
              "fit_rows": fit_rows, "static_key": key, "last_date": last,
-             "version": STORE_VERSION, "config_key": _config_key(config),
+             "version": STORE_VERSION, "config_key": config.fingerprint("segments", "data"),
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
              "extended_from": base.fingerprint if base is not None else None}
     writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,
