@@ -12,11 +12,12 @@ Reference point: Qlib's Alpha158 handler on this data, 2 cores: 209 s, 14.6 GB p
     .venv/bin/python benchmarks/bench_features.py --home /tmp/a158home --sample 0 --skip-full
 
 times another alpha158 SQL file (e.g. `git show aef26c5:sql/features/alpha158.sql > old.sql`)
-on the same stocks too; `--sample 0` compares on every stock, in statements (and reference
-calls) of --chunk stocks, each chunk timed both ways one after the other. The SQL is timed
-three ways: to a pandas DataFrame via Arrow (what the reference returns), via DuckDB's .df(),
-and into a DuckDB temp table (what `miga features` computes, without the warehouse's
-compression and disk write).
+on the same stocks too; `--sample 0` compares on every stock. The stocks go into statements
+(and reference calls) as `miga features` packs them (up to BATCH_ROWS = 1M rows a statement),
+or of --chunk stocks each; each statement is timed both ways, one after the other. The SQL is
+timed three ways: to a pandas DataFrame via Arrow (what the reference returns; a relation's
+to_arrow_table(), as DuckDB advises), via DuckDB's .df(), and into a DuckDB temp table (what
+`miga features` computes, without the warehouse's compression and disk write).
 
 Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times depend on them):
   framed-aggregate SQL (aef26c5), load ~1.5-3.8: full panel 180 s wall / 207 s CPU
@@ -76,15 +77,34 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
       205.8 s; SQL 44.6 / 46.6 / 39.2 s: 4.6x / 4.4x / 5.3x wall (2.5x / 2.6x / 2.8x CPU).
       40 stocks: 0.71 / 0.79 / 0.72 s vs pandas 1.69 s: 2.1-2.4x (each statement costs ~0.2 s
       to bind and optimise, and small statements parallelise less).
+  same SQL, next session (a slower day for this VM: the same build took ~8% more CPU, the
+    single-thread 300-stock figure 10.2-11.1 us per row), load 0.5-1.4. The DataFrame via
+    Arrow now comes from `con.sql(...)` (one statement of 600 stocks, alternating runs:
+    con.execute(...).to_arrow_table() 6.8-7.2 s, con.sql(...) 6.0-6.2 s, into a temp table
+    5.9-6.3 s); the whole panel goes into statements as `miga features` packs them.
+      full panel, four runs: Alpha158 61.1 / 62.3 / 60.0 / 61.7 s (features+labels+market
+      64.9 / 66.1 / 63.9 / 65.8 s wall, 116.9-121.2 s CPU), peak RSS 3.09 GB.
+      whole panel, 8 statements as packed (7 min): pandas 207.7 s; SQL 48.0 / 52.5 / 43.8 s:
+      4.3x / 4.0x / 4.7x wall. With `--chunk 600`: pandas 208.5 s; SQL 48.2 / 53.2 / 43.3 s:
+      4.3x / 3.9x / 4.8x.
+      400 stocks, two runs: pandas 18.7-19.1 s; SQL 3.91-4.02 / 4.44-4.50 / 3.68-3.83 s:
+      4.7-4.8x / 4.2-4.3x / 5.0-5.1x. 40 stocks: 2.0 / 2.1 / 2.3x.
+    Tried and dropped (single thread, 300 stocks, alternating runs): the packed 10-day
+    quantities as a DOUBLE[23] array instead of a struct (+5-13%), lagged as 115 separate
+    columns (+6%); an integer stock id as the window partition key (within noise); duckdb 2.0.1
+    (same). Full build: features stored uncompressed -3% time for +43% disk (3.9 -> 5.6 GB);
+    preserve_insertion_order=false or threads=3: within noise; two statements in flight on two
+    cursors (500k-row batches): 79 s instead of 63 s.
 Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the second window pass
 2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the lags of the
 10-day struct and the pass's ~50-column payload ~1.1 s); the first window pass (all day lags)
 0.6 s; the CTAS into a temp table 0.7 s (into the warehouse table ~2 s more per 1M rows at 2
 threads: ALPRD compression and the disk write); the per-day units and other projections ~1.3
-s, of which the final 158-column projection 0.4 s. The 60 s target holds in these three runs;
-the 5x target holds into a DuckDB table (5.3x on the whole panel with ~1M-row statements,
-5.0-5.4x on 400 stocks) but not once the result is converted to a pandas DataFrame (4.1-4.6x
-on the whole panel), nor into a table with 400-stock statements (4.8x).
+s, of which the final 158-column projection 0.4 s. Each statement also costs ~0.28 s however
+few its rows (parse, bind, optimise: measured on one stock). The 60 s target held in the three
+runs of the first session and missed by 0-4% in the four of the second; the 5x target holds
+only into a DuckDB table on some runs (4.7-5.3x on the whole panel, 5.0-5.4x on 400 stocks),
+and not once the result is converted to a pandas DataFrame (4.3-4.8x).
 """
 from __future__ import annotations
 
@@ -94,7 +114,6 @@ import os
 import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import duckdb
@@ -103,9 +122,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.features.alpha158 import LOOKBACK_ROWS  # noqa: E402
-from pipeline.features.build import build_features  # noqa: E402
+from pipeline.features.build import BATCH_ROWS, EPOCH, _stock_batches, build_features  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.warehouse import sql_text  # noqa: E402
+from pipeline.warehouse import run_sql, sql_text  # noqa: E402
 from tests.code.alpha158_reference import alpha158_reference  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -136,7 +155,8 @@ def main() -> None:
     ap.add_argument("--home", default="/tmp/miga-bench")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--sample", type=int, default=40, help="stocks for the side-by-side (0: all)")
-    ap.add_argument("--chunk", type=int, default=400, help="stocks per SQL statement / reference call")
+    ap.add_argument("--chunk", type=int, default=0, help="stocks per SQL statement / reference call "
+                    "(0: as `miga features` packs them, up to BATCH_ROWS rows a statement)")
     ap.add_argument("--skip-full", action="store_true")
     ap.add_argument("--compare-sql", help="another alpha158 SQL file (e.g. `git show OLD:sql/features/"
                     "alpha158.sql > old.sql`) timed on the same stocks, before/after")
@@ -175,10 +195,10 @@ def main() -> None:
     for run in ways.values():       # untimed: the first statement of a process pays ~0.1 s more
         run(con, query, warm)
     alpha158_reference(con.execute("SELECT * FROM prices WHERE instrument = $i", {"i": insts[0]}).df())
-    # chunks of --chunk stocks, each timed both ways one after the other (the reference keeps a
-    # whole chunk's DataFrame in memory, as the SQL's result does); results are dropped
-    for i in range(0, len(insts), args.chunk):
-        chunk = insts[i:i + args.chunk]
+    # chunks of stocks, each timed both ways one after the other (the reference keeps a whole
+    # chunk's DataFrame in memory, as the SQL's result does); results are dropped
+    chunks = _chunks(con, insts, args.chunk)
+    for chunk in chunks:
         px = con.execute("SELECT * FROM prices WHERE list_contains($i, instrument)", {"i": chunk}).df()
         rows += len(px)
         params = {"instruments": chunk, "after": "1900-01-01", "lookback": LOOKBACK_ROWS}
@@ -195,20 +215,31 @@ def main() -> None:
     con.close()
     k = len(insts)
     ref_wall, ref_cpu = timings.pop("reference")
-    print(f"SAME {k} STOCKS ({rows:,} rows, statements of {min(k, args.chunk)} stocks): pandas reference "
+    print(f"SAME {k} STOCKS ({rows:,} rows, {len(chunks)} statements of {k / len(chunks):.0f} stocks on average"
+          f"{'' if args.chunk else ', packed as miga features packs them'}): pandas reference "
           f"{ref_wall:.2f} s wall / {ref_cpu:.2f} s CPU ({k / ref_wall:.1f} stocks/s); the SQL:")
     for how, (wall, cpus) in timings.items():
         print(f"  {how:<20} {wall:6.2f} s wall / {cpus:6.2f} s CPU ({k / wall:5.1f} stocks/s): "
               f"speed-up {ref_wall / wall:.1f}x wall, {ref_cpu / cpus:.1f}x CPU")
 
 
+def _chunks(con, insts: list[str], chunk: int) -> list[list[str]]:
+    """The stocks in statements: `chunk` stocks each, or (0) as `miga features` packs them, by
+    the rows each reads, up to BATCH_ROWS a statement, in its order."""
+    if chunk:
+        return [insts[i:i + chunk] for i in range(0, len(insts), chunk)]
+    keep = set(insts)
+    stock_rows = run_sql(con, "features/instruments", {"after": EPOCH, "lookback": LOOKBACK_ROWS}).fetchall()
+    return _stock_batches([(i, n) for i, n in stock_rows if i in keep], BATCH_ROWS)
+
+
 def _to_frame(con, query: str, params: dict):
-    """The features as a pandas DataFrame, as the reference returns them, via Arrow: DuckDB's
-    fastest way to pandas here (`con.sql(...)` binds the 1,000-expression statement twice, ~0.14 s;
-    fetchall()'s Python tuples would cost more than the SQL)."""
-    with warnings.catch_warnings():     # "extra copy of the rows": cheaper than binding twice
-        warnings.simplefilter("ignore", UserWarning)
-        return con.execute(query, params).to_arrow_table().to_pandas(date_as_object=False)
+    """The features as a pandas DataFrame, as the reference returns them, via Arrow, as DuckDB
+    advises: a relation's Arrow result is built in parallel. It binds the 1,000-expression
+    statement twice (~0.14 s), but `con.execute(...).to_arrow_table()` copies the materialised
+    rows once more, single-threaded (~0.7-1 s more per 1M-row statement, measured); fetchall()'s
+    Python tuples would cost more than the SQL."""
+    return con.sql(query, params=params).to_arrow_table().to_pandas(date_as_object=False)
 
 
 def _to_df(con, query: str, params: dict):
