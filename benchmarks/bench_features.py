@@ -234,11 +234,10 @@ def _chunks(con, insts: list[str], chunk: int) -> list[list[str]]:
 
 
 def _to_frame(con, query: str, params: dict):
-    """The features as a pandas DataFrame, as the reference returns them, via Arrow, as DuckDB
-    advises: a relation's Arrow result is built in parallel. It binds the 1,000-expression
-    statement twice (~0.14 s), but `con.execute(...).to_arrow_table()` copies the materialised
-    rows once more, single-threaded (~0.7-1 s more per 1M-row statement, measured); fetchall()'s
-    Python tuples would cost more than the SQL."""
+    """The features as a pandas DataFrame, as the reference returns them, via a relation's Arrow
+    result, as DuckDB advises. It binds the 1,000-expression statement twice (~0.14 s), but
+    `con.execute(...).to_arrow_table()` copies the materialised rows once more (~0.7-1 s more per
+    1M-row statement, measured); fetchall()'s Python tuples would cost more than the SQL."""
     return con.sql(query, params=params).to_arrow_table().to_pandas(date_as_object=False)
 
 
