@@ -215,7 +215,7 @@ def main() -> None:
     con.close()
     k = len(insts)
     ref_wall, ref_cpu = timings.pop("reference")
-    print(f"SAME {k} STOCKS ({rows:,} rows, {len(chunks)} statements of {k / len(chunks):.0f} stocks on average"
+    print(f"SAME {k} STOCKS ({rows:,} rows, {len(chunks)} statement{'s' * (len(chunks) > 1)} of {k / len(chunks):.0f} stocks on average"
           f"{'' if args.chunk else ', packed as miga features packs them'}): pandas reference "
           f"{ref_wall:.2f} s wall / {ref_cpu:.2f} s CPU ({k / ref_wall:.1f} stocks/s); the SQL:")
     for how, (wall, cpus) in timings.items():
