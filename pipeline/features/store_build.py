@@ -62,7 +62,7 @@ def store_fingerprint(con, config) -> str:
         if table_exists(con, "feature_builds") else []
     blob = json.dumps({
         "data": _data_fingerprint(con), "sources": sources, "sql": _sql_hash(),
-        "config": config.fingerprint("segments", "data"), "version": STORE_VERSION}, sort_keys=True, default=str)
+        "config": _config_key(config), "version": STORE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -91,7 +91,7 @@ def build_store_from_warehouse(settings, config, force: bool = False) -> TensorS
         key = _static_key(con, config)
         base = None if force else _extendable(con, settings, config, key)
         _write(con, root, fp, config, key, base)
-        _prune(settings, root, key, config.fingerprint("segments", "data"))
+        _prune(settings, root, key, _config_key(config))
     finally:
         con.close()
     return TensorStore(root)
@@ -146,10 +146,16 @@ def _pairs(con, name: str, params: dict | None = None):
 # of the old file (stock_slots); their old days stay zeros (not traded). Only when the spare
 # slots run out are the old days rewritten, sequentially, into a file with new spare slots.
 
+def _config_key(config) -> str:
+    """What of the config a store depends on (segments, data config): in the fingerprint and the
+    static key, and recorded in meta.json as `config_key`, which _prune compares."""
+    return config.fingerprint("segments", "data")
+
+
 def _static_key(con, config) -> str:
     sources = con.execute("SELECT name, source FROM feature_builds WHERE name = 'features'").fetchall() \
         if table_exists(con, "feature_builds") else []
-    blob = json.dumps({"sources": sources, "sql": _sql_hash(), "config": config.fingerprint("segments", "data"),
+    blob = json.dumps({"sources": sources, "sql": _sql_hash(), "config": _config_key(config),
                        "version": STORE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -258,7 +264,7 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
     last = str(dates[-1]) if days else None
     extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
              "fit_rows": fit_rows, "static_key": key, "last_date": last,
-             "version": STORE_VERSION, "config_key": config.fingerprint("segments", "data"),
+             "version": STORE_VERSION, "config_key": _config_key(config),
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
              "extended_from": base.fingerprint if base is not None else None}
     writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,

@@ -1,14 +1,13 @@
 """Alpha158 in SQL against the independent pandas reference; `miga features` build/extend."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-
-import itertools
 
 from pipeline.features.alpha158 import (FEATURE_NAMES, LOOKBACK_ROWS, NETWORK_WINDOWS, QUANTILES,
                                         _comparators, _position, render_sql)
