@@ -95,16 +95,37 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     (same). Full build: features stored uncompressed -3% time for +43% disk (3.9 -> 5.6 GB);
     preserve_insertion_order=false or threads=3: within noise; two statements in flight on two
     cursors (500k-row batches): 79 s instead of 63 s.
+  same SQL, a third session (a faster day: single thread, 300 stocks 9.8-10.2 us per row),
+    load 0.4-1.2:
+      full panel: Alpha158 55.2 s (features+labels+market 58.8 s wall / 107.9 s CPU), peak RSS
+      3.07 GB; in a measuring script, same build: 56.5, 56.0, 56.8 s.
+      whole panel, 8 statements as packed (6.5 min): pandas 196.1 s; SQL 43.1 / 47.7 / 40.1 s:
+      4.6x / 4.1x / 4.9x wall (2.5x / 2.4x / 2.6x CPU).
+      400 stocks, two runs: pandas 19.0-19.3 s; SQL 3.81-4.12 / 4.35-4.42 / 3.80-3.85 s:
+      4.6-5.1x / 4.4x / 5.0x.
+    Tried and dropped: the windowed quantiles in the first window pass (+2-3%: their lists then
+    ride through the second pass); the second pass over a narrow projection (keys, close,
+    struct) joined back to the rest on (instrument, row number) (+16%: the window itself
+    drops 1.8 -> 1.3 s, but DuckDB materialises the first pass and recomputes the units for
+    both sides, and the join costs 0.4 s); compression settings for the warehouse write
+    (force_compression='alprd' or disabled_compression_methods='rle' save ~0.4 of ~4.5 CPU-s
+    per 1M-row write when copying a table, but the whole build moved 56.0 / 56.8 -> 55.0 /
+    56.8 s, within noise); PREPARE once + EXECUTE per batch (DuckDB rebinds the prepared
+    statement on every EXECUTE here, 0.19-0.31 s each, no saving).
 Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the second window pass
 2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the lags of the
 10-day struct and the pass's ~50-column payload ~1.1 s); the first window pass (all day lags)
-0.6 s; the CTAS into a temp table 0.7 s (into the warehouse table ~2 s more per 1M rows at 2
-threads: ALPRD compression and the disk write); the per-day units and other projections ~1.3
-s, of which the final 158-column projection 0.4 s. Each statement also costs ~0.28 s however
-few its rows (parse, bind, optimise: measured on one stock). The 60 s target held in the three
-runs of the first session and missed by 0-4% in the four of the second; the 5x target holds
-only into a DuckDB table on some runs (4.7-5.3x on the whole panel, 5.0-5.4x on 400 stocks),
-and not once the result is converted to a pandas DataFrame (4.3-4.8x).
+0.6 s; the CTAS into a temp table 0.7 s; the per-day units and other projections ~1.3 s, of
+which the final 158-column projection 0.4 s. Into the warehouse table each 1M-row statement
+takes ~2 s more at 2 threads: copying a finished 1M-row result costs 4.2-4.7 CPU-s into the
+warehouse against 1.3-1.5 into a temp table, 3.0-4.9 with compression off, and the same on
+tmpfs, so it is compression analysis and DuckDB's row-group write path more than the disk.
+Each statement also costs ~0.28 s however few its rows (measured on one stock: ~0.16 s to
+parse (0.04 s), bind and plan, ~0.1 s to set up and tear down the execution). The 60 s target
+held in the three runs of the first session, missed by 0-4% in the four of the second, and
+held in the four of the third (55.2-56.8 s); the 5x target holds only into a DuckDB table on some runs (4.7-5.3x on
+the whole panel, 5.0-5.4x on 400 stocks), and not once the result is converted to a pandas
+DataFrame (4.1-4.8x on the whole panel).
 """
 from __future__ import annotations
 
