@@ -123,9 +123,9 @@ tmpfs, so it is compression analysis and DuckDB's row-group write path more than
 Each statement also costs ~0.28 s however few its rows (measured on one stock: ~0.16 s to
 parse (0.04 s), bind and plan, ~0.1 s to set up and tear down the execution). The 60 s target
 held in the three runs of the first session, missed by 0-4% in the four of the second, and
-held in the four of the third (55.2-56.8 s); the 5x target holds only into a DuckDB table on some runs (4.7-5.3x on
-the whole panel, 5.0-5.4x on 400 stocks), and not once the result is converted to a pandas
-DataFrame (4.1-4.8x on the whole panel).
+held in the four of the third (55.2-56.8 s); the 5x target holds only into a DuckDB table on
+some runs (4.7-5.3x on the whole panel, 5.0-5.4x on 400 stocks), and not once the result is
+converted to a pandas DataFrame (4.1-4.8x on the whole panel).
 """
 from __future__ import annotations
 
