@@ -111,7 +111,8 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     (force_compression='alprd' or disabled_compression_methods='rle' save ~0.4 of ~4.5 CPU-s
     per 1M-row write when copying a table, but the whole build moved 56.0 / 56.8 -> 55.0 /
     56.8 s, within noise); PREPARE once + EXECUTE per batch (DuckDB rebinds the prepared
-    statement on every EXECUTE here, 0.19-0.31 s each, no saving).
+    statement on every EXECUTE here, 0.19-0.31 s each, no saving); enable_optimistic_write=false
+    (Alpha158 61.1 / 62.1 s against 56.1 / 56.5 s, alternating).
 Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the second window pass
 2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the lags of the
 10-day struct and the pass's ~50-column payload ~1.1 s); the first window pass (all day lags)
