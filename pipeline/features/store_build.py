@@ -60,9 +60,12 @@ def store_fingerprint(con, config) -> str:
     """Hash of the warehouse inputs, the feature source and SQL, the segments and data config."""
     sources = con.execute("SELECT name, source FROM feature_builds ORDER BY name").fetchall() \
         if table_exists(con, "feature_builds") else []
-    blob = json.dumps({
-        "data": _data_fingerprint(con), "sources": sources, "sql": _sql_hash(),
-        "config": _config_key(config), "version": STORE_VERSION}, sort_keys=True, default=str)
+    return _digest(data=_data_fingerprint(con), sources=sources, sql=_sql_hash(), config=_config_key(config))
+
+
+def _digest(**parts) -> str:
+    """Short hash of the parts and STORE_VERSION (the store fingerprint and its static key)."""
+    blob = json.dumps({**parts, "version": STORE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -155,9 +158,7 @@ def _config_key(config) -> str:
 def _static_key(con, config) -> str:
     sources = con.execute("SELECT name, source FROM feature_builds WHERE name = 'features'").fetchall() \
         if table_exists(con, "feature_builds") else []
-    blob = json.dumps({"sources": sources, "sql": _sql_hash(), "config": _config_key(config),
-                       "version": STORE_VERSION}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return _digest(sources=sources, sql=_sql_hash(), config=_config_key(config))
 
 
 def _stores(settings) -> list[tuple[Path, dict]]:
