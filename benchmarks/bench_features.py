@@ -113,6 +113,19 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     56.8 s, within noise); PREPARE once + EXECUTE per batch (DuckDB rebinds the prepared
     statement on every EXECUTE here, 0.19-0.31 s each, no saving); enable_optimistic_write=false
     (Alpha158 61.1 / 62.1 s against 56.1 / 56.5 s, alternating).
+  same SQL, a fourth session (single thread, 300 stocks 10.0-10.4 us per row), load 1.1-1.6:
+      full panel: Alpha158 68.8 s in the benchmark (72.9 s wall / 132.0 s CPU with labels and
+      market features), peak RSS 3.09 GB; in a measuring script, same build: 60.2, 59.8, 59.4,
+      57.2 s (111.7-117.2 s CPU).
+      whole panel, 8 statements as packed (7 min): pandas 201.0 s; SQL 46.7 / 46.9 / 41.7 s:
+      4.3x / 4.3x / 4.8x wall (2.3x / 2.5x / 2.5x CPU).
+    Tried and dropped: no lookback QUALIFY for a full build (within noise: DuckDB's cost for it
+    is small); prices stored sorted by (first day, instrument, date), so that each statement's
+    stocks are contiguous: the scan and filter of the 8 statements drop 1.05 -> 0.58 s, but the
+    whole build into temp tables went 40.0 / 39.1 s -> 40.6 / 41.5 s, alternating; list_sort of
+    the lags for the 20/30/60-day quantiles (0.84 s against the skip list's 0.34 s for 20 days,
+    492k rows); checkpoint_threshold='64GB' during the build (57.5 / 58.5 s against 59.4 / 57.2 s
+    default, alternating: within noise).
 Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the second window pass
 2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the lags of the
 10-day struct and the pass's ~50-column payload ~1.1 s); the first window pass (all day lags)
@@ -124,9 +137,11 @@ tmpfs, so it is compression analysis and DuckDB's row-group write path more than
 Each statement also costs ~0.28 s however few its rows (measured on one stock: ~0.16 s to
 parse (0.04 s), bind and plan, ~0.1 s to set up and tear down the execution). The 60 s target
 held in the three runs of the first session, missed by 0-4% in the four of the second, and
-held in the four of the third (55.2-56.8 s); the 5x target holds only into a DuckDB table on
-some runs (4.7-5.3x on the whole panel, 5.0-5.4x on 400 stocks), and not once the result is
-converted to a pandas DataFrame (4.1-4.8x on the whole panel).
+held in the four of the third (55.2-56.8 s), and in the fourth was missed by the benchmark
+(68.8 s) and met or missed by under 1% in a measuring script (57.2-60.2 s); the 5x target
+holds only into a DuckDB table on some runs (4.7-5.3x on the whole panel, 5.0-5.4x on 400
+stocks), and not once the result is converted to a pandas DataFrame (4.1-4.8x on the whole
+panel).
 """
 from __future__ import annotations
 
