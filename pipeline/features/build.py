@@ -7,7 +7,7 @@ of the prices up to that date. On the next run:
     read with its previous 61 rows so every 60-day window is complete; labels from the last 2
     labelled days on (they looked at days that had not arrived);
   - different hash (history rewritten)  -> rebuild.
-Alpha158 runs in statements of up to BATCH_ROWS rows (whole stocks) so DuckDB's memory stays bounded.
+Alpha158 runs in statements of up to BATCH_ROWS rows (whole stocks); MEMORY_LIMIT bounds DuckDB's memory.
 When the warehouse holds `feature_panel`, `features` is a view on it instead.
 """
 from __future__ import annotations
@@ -27,10 +27,14 @@ from pipeline.warehouse import connect, run_sql, sql_text, table_exists
 log = logging.getLogger(__name__)
 
 EPOCH = date(1900, 1, 1)
-# rows read per Alpha158 statement (~1 GB of DuckDB memory). Stocks are packed into statements by
-# the rows each needs, so an extend by a few days (~62 rows a stock) is one statement: each
-# statement also costs ~0.3 s to plan, 11 of them were half of a one-day extend.
-BATCH_ROWS = 1_000_000
+# rows read per Alpha158 statement. Stocks are packed into statements by the rows each needs, so
+# an extend by a few days (~62 rows a stock) is one statement: each statement costs ~0.3 s to
+# plan, and 11 of them were half of a one-day extend. DuckDB's memory is bounded by MEMORY_LIMIT
+# whatever the size (peak RSS of a full build 3.2 GB at 1M-8M rows a statement); above ~4M rows
+# the window passes spill to temp_directory (2.3 GB at 8M, 58.5 s), below it fewer statements
+# are faster: full shared panel (7.25M rows), alternating runs, 1M: 54.0-58.3 s, 2M: 52.7-54.5 s,
+# 3M: 52.0 s, 4M: 51.7-53.7 s (benchmarks/bench_features.py docstring).
+BATCH_ROWS = 3_000_000
 MEMORY_LIMIT = "3GB"
 _TARGETS = ("features", "features_new", "labels", "labels_new")
 
