@@ -29,11 +29,10 @@ log = logging.getLogger(__name__)
 EPOCH = date(1900, 1, 1)
 # rows read per Alpha158 statement. Stocks are packed into statements by the rows each needs, so
 # an extend by a few days (~62 rows a stock) is one statement: each statement costs ~0.3 s to
-# plan, and 11 of them were half of a one-day extend. DuckDB's memory is bounded by MEMORY_LIMIT
-# whatever the size (peak RSS of a full build 3.2 GB at 1M-8M rows a statement); above ~4M rows
-# the window passes spill to temp_directory (2.3 GB at 8M, 58.5 s), below it fewer statements
-# are faster: full shared panel (7.25M rows), alternating runs, 1M: 54.0-58.3 s, 2M: 52.7-54.5 s,
-# 3M: 52.0 s, 4M: 51.7-53.7 s (benchmarks/bench_features.py docstring).
+# plan, and 11 of them were half of a one-day extend. MEMORY_LIMIT bounds DuckDB's memory at any
+# size (a full build peaks at 3.2 GB RSS from 1M to 8M rows a statement), so the size trades the
+# per-statement cost against spilling, which starts above ~4M rows here: the full shared panel
+# builds ~4% faster at 3M than at 1M (figures in benchmarks/bench_features.py's docstring).
 BATCH_ROWS = 3_000_000
 MEMORY_LIMIT = "3GB"
 _TARGETS = ("features", "features_new", "labels", "labels_new")
