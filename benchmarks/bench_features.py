@@ -13,8 +13,9 @@ Reference point: Qlib's Alpha158 handler on this data, 2 cores: 209 s, 14.6 GB p
 
 times another alpha158 SQL file (e.g. `git show aef26c5:sql/features/alpha158.sql > old.sql`)
 on the same stocks too; `--sample 0` compares on every stock. The stocks go into statements
-(and reference calls) as `miga features` packs them (up to BATCH_ROWS = 3M rows a statement),
-or of --chunk stocks each; each statement is timed both ways, one after the other. The SQL is
+as `miga features` packs them (up to BATCH_ROWS = 3M rows a statement), or of --chunk stocks
+each; each statement is timed both ways, one after the other, the reference in calls of up to
+REFERENCE_ROWS = 1M rows (its faster size). The SQL is
 timed three ways: to a pandas DataFrame via Arrow (what the reference returns; a relation's
 to_arrow_table(), as DuckDB advises), via DuckDB's .df(), and into a DuckDB temp table (what
 `miga features` computes, without the warehouse's compression and disk write).
@@ -251,7 +252,8 @@ def main() -> None:
     # call's DataFrame in memory, as the SQL's result does); results are dropped
     # The reference gets calls of up to REFERENCE_ROWS rows whatever the statements' size: it is
     # ~2% slower on 3M-row frames than on 1M (1,800 stocks, alternating: 86.7-88.7 s vs 85.7 s).
-    chunks = _chunks(con, insts, args.chunk)
+    stock_rows = dict(run_sql(con, "features/instruments", {"after": EPOCH, "lookback": LOOKBACK_ROWS}).fetchall())
+    chunks = _chunks(stock_rows, insts, args.chunk)
     for chunk in chunks:
         params = {"instruments": chunk, "after": "1900-01-01", "lookback": LOOKBACK_ROWS}
         for how, run in ways.items():
@@ -259,9 +261,7 @@ def main() -> None:
             run(con, query, params)
             timings[how][0] += time.perf_counter() - t
             timings[how][1] += cpu() - c
-        sizes = con.execute("SELECT instrument, count(*) FROM prices WHERE list_contains($i, instrument) "
-                            "GROUP BY ALL ORDER BY 1", {"i": chunk}).fetchall()
-        for part in _stock_batches(sizes, REFERENCE_ROWS):
+        for part in _stock_batches([(i, stock_rows[i]) for i in chunk], REFERENCE_ROWS):
             px = con.execute("SELECT * FROM prices WHERE list_contains($i, instrument)", {"i": part}).df()
             rows += len(px)
             t, c = time.perf_counter(), cpu()
@@ -280,14 +280,13 @@ def main() -> None:
               f"speed-up {ref_wall / wall:.1f}x wall, {ref_cpu / cpus:.1f}x CPU")
 
 
-def _chunks(con, insts: list[str], chunk: int) -> list[list[str]]:
+def _chunks(stock_rows: dict[str, int], insts: list[str], chunk: int) -> list[list[str]]:
     """The stocks in statements: `chunk` stocks each, or (0) as `miga features` packs them, by
     the rows each reads, up to BATCH_ROWS a statement, in its order."""
     if chunk:
         return [insts[i:i + chunk] for i in range(0, len(insts), chunk)]
     keep = set(insts)
-    stock_rows = run_sql(con, "features/instruments", {"after": EPOCH, "lookback": LOOKBACK_ROWS}).fetchall()
-    return _stock_batches([(i, n) for i, n in stock_rows if i in keep], BATCH_ROWS)
+    return _stock_batches([(i, n) for i, n in stock_rows.items() if i in keep], BATCH_ROWS)
 
 
 def _to_frame(con, query: str, params: dict):
