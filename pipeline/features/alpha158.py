@@ -52,9 +52,10 @@ AGGS = {
 # hmax_w, lmin_w (highest high, lowest low) and imax_w, imin_w (row number x of their first
 # day, as numpy's argmax) come from day lags (_short, w <= 10) and from lags of the 10-day
 # ones (_long_ext), with exact ties. RANK's rkd_w = #(window < c) - #(window > c) =
-# sum of sign(c - c_j) over the day lags j < w, summed in blocks between consecutive windows
-# (_rank_blocks), each block once: 59 lags and signs per row cost less than the two framed
-# ranks (rank(ORDER BY c) and its DESC twin, ~220 ns each) per window they replace.
+# sum of sign(c - c_j) over the closes j < w days back, summed in blocks between consecutive
+# windows (_rank_blocks), each block once: 59 signs per row cost less than the two framed
+# ranks (rank(ORDER BY c) and its DESC twin, ~220 ns each) per window they replace. The closes
+# 1..10 days back are day lags; older ones are read from the lagged PACKED structs (_close).
 
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
@@ -123,7 +124,19 @@ def _short(name: str, w: int) -> str:
 
 
 SHORT = ("hmax", "lmin", "imax", "imin")
-CLOSE_LAGS = max(WINDOWS)   # day lags of the close c_1 .. c_60 (RANK; c_w is ROC's c{w})
+CLOSE_LAGS = SUM_STEP   # day lags of the close c_1 .. c_10
+
+
+def _close(j: int) -> str:
+    """The close of j days back, 1 <= j < max(WINDOWS). Beyond the day lags it is a field of
+    the PACKED struct lagged by k (a multiple of SUM_STEP), which carries its row's closes
+    c_1 .. c_9 (PACKED_CLOSES) besides its own (REF). Nine more fields in the 5 struct lags
+    cost less than 49 more day lags: -5% for the statement single-threaded, -8% on the whole
+    panel at 2 threads (benchmarks/bench_features.py)."""
+    if j <= CLOSE_LAGS:
+        return f"c_{j}"
+    k, i = divmod(j, SUM_STEP)
+    return f"{_packed_lag(k * SUM_STEP)}." + (REF if i == 0 else f"c_{i}")
 
 
 def _rank_blocks() -> list[tuple[int, int]]:
@@ -405,12 +418,13 @@ def _sums(wire: dict[tuple[int, int], str]) -> tuple[str, str, str]:
                        + [f"{ind}lag(v, {j}) OVER s AS v_{j}" for j in range(1, SUM_STEP + 1)]
                        + [f"{ind}lag({x}, {j}) OVER s AS {x}_{j}" for x in ("h", "l")
                           for j in range(1, SUM_STEP)])
-    # c{w} for every window and v5, v10: the day lags under the names ROC and SUMP read (v20.. come
-    # from lags of their own); rkb_a: the signs of the day lags in a block of _rank_blocks()
-    units = ",\n".join([f"{ind}c_{w} AS c{w}" for w in WINDOWS]
+    # c5, c10, v5, v10: the day lags under the names ROC and SUMP read (the longer ones come from
+    # lags of their own or the packed structs); rkb_a: the signs of a block of _rank_blocks()
+    # within the day lags
+    units = ",\n".join([f"{ind}c_{w} AS c{w}" for w in WINDOWS if w <= SUM_STEP]
                         + [f"{ind}v_{w} AS v{w}" for w in WINDOWS if w <= SUM_STEP]
                         + [f"{ind}" + " + ".join(f"sign(c - c_{j})" for j in range(a, b)) + f" AS rkb_{a}"
-                           for a, b in _rank_blocks()]
+                           for a, b in _rank_blocks() if b <= SUM_STEP]
                         + [f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
                          for j in range(SUM_STEP) for n, e in SUMS.items()]
                         + [f"{ind}{_short(n, w)} AS {n}_{w}"
@@ -421,8 +435,8 @@ def _sums(wire: dict[tuple[int, int], str]) -> tuple[str, str, str]:
         sums.append(f"{ind}" + " + ".join(f"{j} * u{j}_c" for j in range(1, w)) + f" AS t{w}")
     sums += [f"{ind}{_sorted_quantile(w, q, wire)}" for w in NETWORK_WINDOWS for q in QUANTILES]
     sums += [f"{ind}" + " + ".join(f"rkb_{a}" for a, b in _rank_blocks() if b <= w) + f" AS rkd_{w}"
-             for w in WINDOWS]
-    sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED) + f", {REF} := c) AS packed")
+             for w in WINDOWS if w <= SUM_STEP]
+    sums.append(f"{ind}struct_pack(" + ", ".join(f"{c} := {c}" for c in PACKED + PACKED_CLOSES) + f", {REF} := c) AS packed")
     return lags, units, ",\n".join(sums)
 
 
@@ -430,6 +444,7 @@ def _sums(wire: dict[tuple[int, int], str]) -> tuple[str, str, str]:
 # One lag of a struct of them costs ~1/5 of lagging each separately (~6% of the statement).
 PACKED = ([f"s{SUM_STEP}_{n}" for n in SUMS] + [f"t{SUM_STEP}"] + [f"{n}_{SUM_STEP}" for n in LONG_EXT])
 REF = "ref"   # the packed row's own close, to which its y sums are relative
+PACKED_CLOSES = [f"c_{j}" for j in range(1, SUM_STEP)]   # and the 9 before it (_close)
 RELATIVE = ("y2", "ylv")   # the SUMS relative to the row's own close (rescaled by _long_sums)
 
 
@@ -469,8 +484,10 @@ def render_sql() -> str:
     ind = " " * 8
     network, wire = _network_ctes("lagged")
     day_lags, units, sums = _sums(wire)
-    # v{w}: the volume w rows back (VSUMP); the day lags hold v for w <= 10 and c for every w
-    lags = ",\n".join([f"{ind}lag(v, {w}) OVER s AS v{w}" for w in WINDOWS if w > SUM_STEP] + [day_lags])
+    # v{w}: the volume w rows back (VSUMP), c{w} the close (ROC) where the packed lags stop
+    lags = ",\n".join([f"{ind}lag(v, {w}) OVER s AS v{w}" for w in WINDOWS if w > SUM_STEP]
+                      + [f"{ind}lag(c, {w}) OVER s AS c{w}" for w in WINDOWS if w >= max(WINDOWS)]
+                      + [day_lags])
     aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
             if not _is_short(name, w) and not (name in LONG_EXT and w > SUM_STEP)]
     aggs += [f"{ind}lag(packed, {k}) OVER s AS {_packed_lag(k)}"
@@ -478,10 +495,14 @@ def render_sql() -> str:
     aggs = ",\n".join(aggs)
     longs = [f"{ind}{_long_ext(n, w)} AS {n}_{w}" for w in WINDOWS if w > SUM_STEP for n in LONG_EXT]
     longs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
+    longs += [f"{ind}{_close(w)} AS c{w}" for w in WINDOWS if SUM_STEP < w < max(WINDOWS)]
+    longs += [f"{ind}" + " + ".join(f"sign(c - {_close(j)})" for j in range(a, b)) + f" AS rkb_{a}"
+              for a, b in _rank_blocks() if b > SUM_STEP]
     # warm-up as a factor 1.0 or NULL per (rule, window): a product is cheaper than a CASE per column
     masks = [f"{ind}CASE WHEN {cond.format(w=w)} THEN 1.0 END AS {_mask(need, w)}"
              for w in WINDOWS for need, cond in WARMUP.items()]
-    derived = []
+    derived = [f"{ind}rkd_{SUM_STEP} + " + " + ".join(f"rkb_{a}" for a, b in _rank_blocks() if SUM_STEP < b <= w)
+               + f" AS rkd_{w}" for w in WINDOWS if w > SUM_STEP]
     for w in WINDOWS:
         names = {f"s_{n}": f"s{w}_{n}" for n in SUMS} | {"t": f"t{w}"}
         for name, expr in DERIVED.items():
