@@ -277,7 +277,7 @@ def main() -> None:
           f"{ref_wall:.2f} s wall / {ref_cpu:.2f} s CPU ({k / ref_wall:.1f} stocks/s); the SQL:")
     for how, (wall, cpus) in timings.items():
         print(f"  {how:<20} {wall:6.2f} s wall / {cpus:6.2f} s CPU ({k / wall:5.1f} stocks/s): "
-              f"speed-up {ref_wall / wall:.1f}x wall, {ref_cpu / cpus:.1f}x CPU")
+              f"speed-up {ref_wall / wall:.2f}x wall, {ref_cpu / cpus:.1f}x CPU")
 
 
 def _chunks(stock_rows: dict[str, int], insts: list[str], chunk: int) -> list[list[str]]:
