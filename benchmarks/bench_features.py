@@ -140,23 +140,53 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
       on 1,800 stocks one 3M-row call took 86.7-88.7 s, three 1M-row calls 85.7 s), two runs:
       pandas 203.7 / 204.3 s; SQL 43.6 / 42.7 s, 54.3 / 53.4 s, 39.1 / 39.4 s: 4.7-4.8x / 3.8x /
       5.2x wall (2.4-2.5x / 2.2-2.3x / 2.7x CPU). DuckDB's .df() is slower on 3M-row results.
-Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.96 s): the second window pass
-2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the lags of the
-10-day struct and the pass's ~50-column payload ~1.1 s); the first window pass (all day lags)
-0.6 s; the CTAS into a temp table 0.7 s; the per-day units and other projections ~1.3 s, of
-which the final 158-column projection 0.4 s. Into the warehouse table each 1M-row statement
-takes ~2 s more at 2 threads: copying a finished 1M-row result costs 4.2-4.7 CPU-s into the
-warehouse against 1.3-1.5 into a temp table, 3.0-4.9 with compression off, and the same on
-tmpfs, so it is compression analysis and DuckDB's row-group write path more than the disk.
-Each statement also costs ~0.28 s however few its rows (measured on one stock: ~0.16 s to
-parse (0.04 s), bind and plan, ~0.1 s to set up and tear down the execution). The 60 s target
-held in the three runs of the first session, missed by 0-4% in the four of the second, and
-held in the four of the third (55.2-56.8 s), and in the fourth was missed by the benchmark
-(68.8 s) and met or missed by under 1% in a measuring script (57.2-60.2 s) with 1M-row
-statements, then held in every run with 3M-row statements (51.7-55.9 s). The 5x target holds
-into a DuckDB table (5.2x on the whole panel with 3M-row statements), not once the result is
-converted to a pandas DataFrame (4.7-4.8x via Arrow), and not for the build into the warehouse
-table with its compression and disk write (55.9 s: 3.6x).
+  closes 11..59 days back (RANK's 20/30/60-day blocks, ROC20/30) read from the lagged packed
+    structs, which now carry their row's 9 earlier closes, instead of 49 more day lags (4cdc18d);
+    then v20/v30/v60 and c60 lagged in the second window pass, where they are read, instead of
+    riding through it as payload (b824ac7). A fifth session, load 0.7-1.3; values equal to the
+    previous SQL's on 300 stocks. Single thread, 300 stocks, alternating: 9.8-10.2 -> 9.2-9.5 us
+    per row (4cdc18d), then 10.3-11.0 -> 10.2-10.7 (b824ac7, four pairs; a slower hour).
+      full panel, three runs: Alpha158 50.9 / 55.5 / 54.5 s (features+labels+market 53.1 / 57.7 /
+      56.7 s wall, 100.2 / 108.8 / 107.1 s CPU), peak RSS 3.05-3.09 GB.
+      whole panel, side by side (3 statements as packed; the SQL before this session timed in the
+      same runs, via Arrow; speed-ups now printed to 2 decimals), DataFrame via Arrow / via .df() /
+      into a DuckDB temp table:
+        run 1 (4cdc18d): pandas 203.09 s; SQL 40.75 / 53.75 / 37.58 s: 4.98x / 3.78x / 5.40x;
+          before 44.09 s (4.61x).
+        run 2 (4cdc18d): pandas 208.48 s; SQL 40.67 / 50.82 / 36.57 s: 5.13x / 4.10x / 5.70x;
+          before 42.46 s (4.91x).
+        run 3 (b824ac7): pandas 207.89 s; SQL 41.37 / 52.74 / 38.72 s: 5.02x / 3.94x / 5.37x;
+          before 47.15 s (4.41x).
+        run 4 (b824ac7, --skip-full): pandas 207.98 s; SQL 41.06 / 50.57 / 37.40 s: 5.07x / 4.11x /
+          5.56x; before 45.95 s (4.53x).
+    Tried and dropped (single thread, 300 stocks, alternating): the day lags of close, volume,
+    high and low as 10 lags of one struct (9.7 against 9.3-9.6 us per row); v20/v30/v60 and c60
+    from the packed structs too, with c_10 and v_10 packed (9.6-9.9 against 9.2-9.5); c5, c10, v5,
+    v10 as lags in the second pass (within noise). The 20-day quantiles from two sorted 10-day
+    blocks (a selection over the row's block and the one lagged by 10) would save at most the
+    20-day skip list: removing it saves 0.1-0.2 of 4.5 s, before the cost of a full 10-sort and
+    the selection, so not built. A DataFrame from a 2.4M-row statement: DuckDB's Arrow result
+    takes as long as the temp table (11.7 vs 11.6 s, 13.1 vs 13.9 s); to_pandas() then takes
+    2.05 s the first time and 0.24 s when Arrow's memory pool already holds the pages, so the
+    DataFrame path's extra ~3 s is mostly first-touch memory of the 1.5 GB results.
+Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.4-4.7 s): the second window pass
+2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the 5 lags of the
+packed struct ~0.2 s; sorting and carrying the pass's ~75 values a row ~0.9 s); the first window
+pass (the day lags) 0.27 s; the CTAS into a temp table 0.7 s; the per-day units and other
+projections ~1.2 s, of which the final 158-column projection 0.35 s. Into the warehouse table
+each 1M-row statement takes ~2 s more at 2 threads: copying a finished 1M-row result costs
+4.2-4.7 CPU-s into the warehouse against 1.3-1.5 into a temp table, 3.0-4.9 with compression off,
+and the same on tmpfs, so it is compression analysis and DuckDB's row-group write path more than
+the disk. Each statement also costs ~0.28 s however few its rows (measured on one stock: ~0.16 s
+to parse (0.04 s), bind and plan, ~0.1 s to set up and tear down the execution). The 60 s target
+held in the three runs of the first session, missed by 0-4% in the four of the second, held in
+the four of the third (55.2-56.8 s), in the fourth was missed by the benchmark (68.8 s) and met or
+missed by under 1% in a measuring script (57.2-60.2 s) with 1M-row statements, then held in every
+run with 3M-row statements (51.7-55.9 s), and held in the three of the fifth (50.9-55.5 s). The 5x
+target, fifth session: into a DuckDB table (the computation, in memory) 5.37-5.70x in every run;
+converted to a pandas DataFrame via Arrow (the reference's own output) 4.98-5.13x, at the
+target within this machine's noise; via DuckDB's .df() 3.8-4.1x; the build into the warehouse
+table, with its compression and disk write, 50.9-55.5 s against 203-208 s: 3.7-4.1x.
 """
 from __future__ import annotations
 
