@@ -59,8 +59,7 @@ AGGS = {
 
 # Window sums without framed aggregates. A lag of a double costs ~1/20 of a framed aggregate,
 # so the 5- and 10-day sums are plain sums of the day's and the 9 previous days' values
-# (built from lags c_j = lag(c, j), v_j of close and volume, j = 0..10: no extra window pass;
-# the close's lags go on to 60 for RANK),
+# (built from lags c_j = lag(c, j), v_j of close and volume, j = 0..10: no extra window pass),
 # and sum_20/30/60 = sum_10 + lag(sum_10, 10) + ... (k lags of sum_10, taken in the framed
 # aggregates' pass as lags of one struct of all the 10-day quantities, PACKED). Sums of at
 # most 60 terms, as exact as the framed sum (no running totals, so no cancellation between
@@ -130,9 +129,8 @@ CLOSE_LAGS = SUM_STEP   # day lags of the close c_1 .. c_10
 def _close(j: int) -> str:
     """The close of j days back, 1 <= j < max(WINDOWS). Beyond the day lags it is a field of
     the PACKED struct lagged by k (a multiple of SUM_STEP), which carries its row's closes
-    c_1 .. c_9 (PACKED_CLOSES) besides its own (REF). Nine more fields in the 5 struct lags
-    cost less than 49 more day lags: -5% for the statement single-threaded, -8% on the whole
-    panel at 2 threads (benchmarks/bench_features.py)."""
+    c_1 .. c_9 (PACKED_CLOSES) besides its own (REF): nine more fields in the 5 struct lags
+    cost less than 49 more day lags (figures in benchmarks/bench_features.py)."""
     if j <= CLOSE_LAGS:
         return f"c_{j}"
     k, i = divmod(j, SUM_STEP)
@@ -487,8 +485,8 @@ def render_sql() -> str:
     aggs = [f"{ind}{_agg(name, expr, w)} AS {name}_{w}" for w in WINDOWS for name, expr in AGGS.items()
             if not _is_short(name, w) and not (name in LONG_EXT and w > SUM_STEP)]
     # v{w}: the volume w rows back (VSUMP), c{w} the close (ROC) where the packed lags stop. Taken
-    # in this pass, as nothing before it reads them: a lag here costs less than a column of the
-    # pass's payload (single thread, -2% for the statement against the first pass)
+    # in this pass, as nothing before it reads them: a lag here costs less than carrying a
+    # first-pass lag through this pass's sort as payload
     aggs += [f"{ind}lag(v, {w}) OVER s AS v{w}" for w in WINDOWS if w > SUM_STEP]
     aggs += [f"{ind}lag(c, {w}) OVER s AS c{w}" for w in WINDOWS if w >= max(WINDOWS)]
     aggs += [f"{ind}lag(packed, {k}) OVER s AS {_packed_lag(k)}"
