@@ -162,7 +162,12 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     Tried and dropped (single thread, 300 stocks, alternating): the day lags of close, volume,
     high and low as 10 lags of one struct (9.7 against 9.3-9.6 us per row); v20/v30/v60 and c60
     from the packed structs too, with c_10 and v_10 packed (9.6-9.9 against 9.2-9.5); c5, c10, v5,
-    v10 as lags in the second pass (within noise). The 20-day quantiles from two sorted 10-day
+    v10 as lags in the second pass (within noise); a second pass over a narrow projection (keys,
+    prices, x, packed; ~40 values a row instead of ~75), with the 5-day units and sums, the 5/10-day
+    quantiles and ranks computed after it from the packed closes and 13 more second-pass lags: the
+    pass drops 2.0 -> 1.6 s, but the statement went 9.3-9.85 -> 9.75-10.0 us per row (four pairs; a
+    window pass costs ~27 ns per payload value a row: 80 payload columns 1.11 s, 8 columns 0.16 s,
+    one lag, 492k rows). The 20-day quantiles from two sorted 10-day
     blocks (a selection over the row's block and the one lagged by 10) would save at most the
     20-day skip list: removing it saves 0.1-0.2 of 4.5 s, before the cost of a full 10-sort and
     the selection, so not built. A DataFrame from a 2.4M-row statement: DuckDB's Arrow result
