@@ -137,6 +137,11 @@ def _close(j: int) -> str:
     return f"{_packed_lag(k * SUM_STEP)}." + (REF if i == 0 else f"c_{i}")
 
 
+def _rank_block(a: int, b: int) -> str:
+    """#(closes a..b-1 days back < c) - #(> c), one block of _rank_blocks()."""
+    return " + ".join(f"sign(c - {_close(j)})" for j in range(a, b)) + f" AS rkb_{a}"
+
+
 def _rank_blocks() -> list[tuple[int, int]]:
     """Day-lag ranges [a, b) between consecutive windows: (1, 5), (5, 10), .., (30, 60)."""
     return list(zip((1,) + WINDOWS[:-1], WINDOWS))
@@ -421,8 +426,7 @@ def _sums(wire: dict[tuple[int, int], str]) -> tuple[str, str, str]:
     # within the day lags
     units = ",\n".join([f"{ind}c_{w} AS c{w}" for w in WINDOWS if w <= SUM_STEP]
                         + [f"{ind}v_{w} AS v{w}" for w in WINDOWS if w <= SUM_STEP]
-                        + [f"{ind}" + " + ".join(f"sign(c - c_{j})" for j in range(a, b)) + f" AS rkb_{a}"
-                           for a, b in _rank_blocks() if b <= SUM_STEP]
+                        + [f"{ind}{_rank_block(a, b)}" for a, b in _rank_blocks() if b <= SUM_STEP]
                         + [f"{ind}{e.format(**_day(j))} AS u{j}_{n}"
                          for j in range(SUM_STEP) for n, e in SUMS.items()]
                         + [f"{ind}{_short(n, w)} AS {n}_{w}"
@@ -495,8 +499,7 @@ def render_sql() -> str:
     longs = [f"{ind}{_long_ext(n, w)} AS {n}_{w}" for w in WINDOWS if w > SUM_STEP for n in LONG_EXT]
     longs += [e for w in WINDOWS if w > SUM_STEP for e in _long_sums(w)]
     longs += [f"{ind}{_close(w)} AS c{w}" for w in WINDOWS if SUM_STEP < w < max(WINDOWS)]
-    longs += [f"{ind}" + " + ".join(f"sign(c - {_close(j)})" for j in range(a, b)) + f" AS rkb_{a}"
-              for a, b in _rank_blocks() if b > SUM_STEP]
+    longs += [f"{ind}{_rank_block(a, b)}" for a, b in _rank_blocks() if b > SUM_STEP]
     # warm-up as a factor 1.0 or NULL per (rule, window): a product is cheaper than a CASE per column
     masks = [f"{ind}CASE WHEN {cond.format(w=w)} THEN 1.0 END AS {_mask(need, w)}"
              for w in WINDOWS for need, cond in WARMUP.items()]
