@@ -174,11 +174,44 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     takes as long as the temp table (11.7 vs 11.6 s, 13.1 vs 13.9 s); to_pandas() then takes
     2.05 s the first time and 0.24 s when Arrow's memory pool already holds the pages, so the
     DataFrame path's extra ~3 s is mostly first-touch memory of the 1.5 GB results.
-Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.4-4.7 s): the second window pass
+  least/greatest of two columns as CASE WHEN a < b THEN a ELSE b END (DuckDB's least(a, b) costs
+    ~11 ns a row against ~5 for the CASE: 5M rows, one thread), the 5/10-day highest high and
+    lowest low with their first day as running scans, one day per layer of the comparator
+    network's CTEs (two CASEs on one condition instead of greatest() over 5 and 10 lags and a
+    chain of equality tests), and the warm-up factor only on MAX, MIN, QTLU, QTLD, RSV, IMAX,
+    IMIN and IMXD, which are taken over partial windows; the other features are NULL by
+    construction (a0708c0). A sixth session, load 0.1-1.1. All 7,250,734 rows x 158 columns
+    equal the previous SQL's exactly, NULLs included. DuckDB profile, one thread, 300 stocks:
+    the network layers 0.225 -> 0.116 s, the final projection 0.36-0.39 -> 0.31-0.32 s.
+      full panel, two runs: Alpha158 49.0 / 51.3 s (features+labels+market 51.1 / 53.6 s wall,
+      96.3 / 100.2 s CPU), peak RSS 3.05-3.07 GB.
+      whole panel, side by side (3 statements as packed; the SQL before this session, 19c50b6,
+      via Arrow in the same runs), DataFrame via Arrow / via .df() / into a DuckDB temp table:
+        run 1: pandas 207.72 s; SQL 38.15 / 46.80 / 35.43 s: 5.45x / 4.44x / 5.86x; before
+          40.76 s (5.10x).
+        run 2: pandas 207.97 s; SQL 39.13 / 50.02 / 34.19 s: 5.32x / 4.16x / 6.08x; before
+          41.28 s (5.04x).
+        run 3 (--skip-full): pandas 204.50 s; SQL 38.18 / 48.61 / 34.75 s: 5.36x / 4.21x /
+          5.88x; before 41.09 s (4.98x).
+      The same statements via Arrow: 6.4 / 5.2 / 7.1% less wall and 7.1 / 6.2 / 8.8% less CPU
+      than the previous SQL.
+    Tried and dropped (values equal in each): QTLU/QTLD of 20 (and 30) days from sorted 10-day
+    blocks instead of the skip lists. The packed struct carried its block's closes sorted (a full
+    10-wire network, 32 comparators against 29; RANK's sign sums do not depend on their order),
+    and the k-th of the union of two sorted blocks is the least, over the ways to take i from
+    one and k - i from the other, of the greater of the two last taken (16 CASEs for the two
+    positions each 20-day quantile reads from one end; for 30 days the first 7 of two blocks,
+    then merged with the third). DuckDB's profile: the window pass 2.03 -> 1.83 s (20 days) and
+    1.61 s (20 and 30), the selection layers 0.14 and 0.33 s; but interleaved single-thread runs
+    (10 each) gave a median 10.24 us per row before, 10.40 (20 days) and 10.53 (20 and 30): no
+    gain. The 5- and 10-day closes read after the second pass from the packed structs (three
+    fewer payload values): within noise. The second pass's payload (all but keys, c, v and the
+    packed struct) packed into one more struct: 10.06-10.11 against 9.90-10.05 us per row.
+Where the time goes now (1 thread, 300 stocks, DuckDB profile, 4.3-4.6 s): the second window pass
 2.0 s (the windowed quantiles of 20/30/60 days, a skip list each, ~0.85 s; the 5 lags of the
 packed struct ~0.2 s; sorting and carrying the pass's ~75 values a row ~0.9 s); the first window
 pass (the day lags) 0.27 s; the CTAS into a temp table 0.7 s; the per-day units and other
-projections ~1.2 s, of which the final 158-column projection 0.35 s. Into the warehouse table
+projections ~1.0 s, of which the final 158-column projection 0.31 s. Into the warehouse table
 each 1M-row statement takes ~2 s more at 2 threads: copying a finished 1M-row result costs
 4.2-4.7 CPU-s into the warehouse against 1.3-1.5 into a temp table, 3.0-4.9 with compression off,
 and the same on tmpfs, so it is compression analysis and DuckDB's row-group write path more than
@@ -187,11 +220,12 @@ to parse (0.04 s), bind and plan, ~0.1 s to set up and tear down the execution).
 held in the three runs of the first session, missed by 0-4% in the four of the second, held in
 the four of the third (55.2-56.8 s), in the fourth was missed by the benchmark (68.8 s) and met or
 missed by under 1% in a measuring script (57.2-60.2 s) with 1M-row statements, then held in every
-run with 3M-row statements (51.7-55.9 s), and held in the three of the fifth (50.9-55.5 s). The 5x
-target, fifth session: into a DuckDB table (the computation, in memory) 5.37-5.70x in every run;
-converted to a pandas DataFrame via Arrow (the reference's own output) 4.98-5.13x, at the
-target within this machine's noise; via DuckDB's .df() 3.8-4.1x; the build into the warehouse
-table, with its compression and disk write, 50.9-55.5 s against 203-208 s: 3.7-4.1x.
+run with 3M-row statements (51.7-55.9 s), held in the three of the fifth (50.9-55.5 s) and in the
+two of the sixth (49.0, 51.3 s). The 5x target, sixth session (three runs): into a DuckDB table
+(the computation, in memory) 5.86-6.08x; converted to a pandas DataFrame via Arrow (the
+reference's own output) 5.32-5.45x, where the fifth session's SQL gave 4.98-5.13x; via DuckDB's
+.df() 4.2-4.4x; the build into the warehouse table, with its compression and disk write,
+49.0-51.3 s against 204-208 s: 4.0-4.2x.
 """
 from __future__ import annotations
 

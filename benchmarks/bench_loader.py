@@ -11,6 +11,8 @@ Measured 2026-11-24 on the shared 2-core box (load average ~7): B=1 442k, B=16 4
 stock-days/s; naive loader ~400 stock-days/s.
 Later the same day, store with spare stock slots (rows d * capacity + j), load 1.6: B=1 1.19M,
 B=16 1.32M stock-days/s; naive loader 941/s (1268x / 1400x; 11.9x / 13.2x TSDataSampler).
+A later session, load 1.1: B=1 1.18M, B=16 1.37M stock-days/s; naive loader 931/s (1271x /
+1468x; 11.8x / 13.7x TSDataSampler).
 """
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ AGGS = {
 }
 # hmax_w, lmin_w (highest high, lowest low) and imax_w, imin_w (row number x of their first
 # day, as numpy's argmax) come from running scans of the day lags (_scan_layers, w <= 10)
-# and from lags of the 10-day ones (_long_ext), with exact ties. RANK's rkd_w = #(window < c) - #(window > c) =
+# and from lags of the 10-day ones (_long_ext), with exact ties.
+# RANK's rkd_w = #(window < c) - #(window > c) =
 # sum of sign(c - c_j) over the closes j < w days back, summed in blocks between consecutive
 # windows (_rank_blocks), each block once: 59 signs per row cost less than the two framed
 # ranks (rank(ORDER BY c) and its DESC twin, ~220 ns each) per window they replace. The closes
