@@ -130,10 +130,10 @@ def _scan_layers() -> list[list[str]]:
     for j in range(1, SUM_STEP):
         cols = []
         for name, (col, op, arg) in SCANS.items():
-            ext, at = (col, "x") if j == 1 else (f"{name}_d{j - 1}", f"{arg}_d{j - 1}")
+            ext, ext_x = (col, "x") if j == 1 else (f"{name}_d{j - 1}", f"{arg}_d{j - 1}")
             cond = f"{col}_{j} {op} {ext}"
             cols += [f"CASE WHEN {cond} THEN {col}_{j} ELSE {ext} END AS {name}_d{j}",
-                     f"CASE WHEN {cond} THEN x - {j} ELSE {at} END AS {arg}_d{j}"]
+                     f"CASE WHEN {cond} THEN x - {j} ELSE {ext_x} END AS {arg}_d{j}"]
         layers.append(cols)
     return layers
 
@@ -267,8 +267,9 @@ WARMUP = {"n": "x >= {w}", "m": "x > {w}", "k": "k_{w} = {w}"}
 # their rule fails by construction: a window sum that reaches a day before the stock's first row
 # (a NULL lag, in a full build or past the look-back of an extend) is NULL, and so is one that
 # holds a missing log volume ratio (CORD's "k"), and NULL propagates through their arithmetic.
-# The extremes and quantiles are taken over partial windows (the CASE scans and comparators pass
-# a NULL day over, DuckDB's framed quantile reads the rows there are), so they get the factor.
+# The extremes and quantiles are taken over partial windows (a CASE scan skips a NULL day, a
+# comparator's output there means nothing, DuckDB's framed quantile reads the rows there are),
+# so they get the factor.
 # The reference tests compare the NULL pattern of every feature.
 PARTIAL = ("MAX", "MIN", "QTLU", "QTLD", "RSV", "IMAX", "IMIN", "IMXD")
 
