@@ -183,8 +183,8 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
     construction (a0708c0). A sixth session, load 0.1-1.1. All 7,250,734 rows x 158 columns
     equal the previous SQL's exactly, NULLs included. DuckDB profile, one thread, 300 stocks:
     the network layers 0.225 -> 0.116 s, the final projection 0.36-0.39 -> 0.31-0.32 s.
-      full panel, two runs: Alpha158 49.0 / 51.3 s (features+labels+market 51.1 / 53.6 s wall,
-      96.3 / 100.2 s CPU), peak RSS 3.05-3.07 GB.
+      full panel, three runs: Alpha158 49.0 / 51.3 / 51.9 s (features+labels+market 51.1 / 53.6 /
+      54.1 s wall, 96.3 / 100.2 / 101.9 s CPU), peak RSS 3.05-3.07 GB.
       whole panel, side by side (3 statements as packed; the SQL before this session, 19c50b6,
       via Arrow in the same runs), DataFrame via Arrow / via .df() / into a DuckDB temp table:
         run 1: pandas 207.72 s; SQL 38.15 / 46.80 / 35.43 s: 5.45x / 4.44x / 5.86x; before
@@ -193,8 +193,11 @@ Measured 2026-11-24 on the shared 2-core box (other jobs running; wall times dep
           41.28 s (5.04x).
         run 3 (--skip-full): pandas 204.50 s; SQL 38.18 / 48.61 / 34.75 s: 5.36x / 4.21x /
           5.88x; before 41.09 s (4.98x).
-      The same statements via Arrow: 6.4 / 5.2 / 7.1% less wall and 7.1 / 6.2 / 8.8% less CPU
-      than the previous SQL.
+        run 4, a slower stretch of this VM (everything took longer, the temp table no less than
+          Arrow): pandas 216.89 s; SQL 41.04 / 56.99 / 41.21 s: 5.28x / 3.81x / 5.26x; before
+          50.41 s (4.30x).
+      The same statements via Arrow: 6.4 / 5.2 / 7.1 / 18.6% less wall and 7.1 / 6.2 / 8.8 / 18.7%
+      less CPU than the previous SQL.
     Tried and dropped (values equal in each): QTLU/QTLD of 20 (and 30) days from sorted 10-day
     blocks instead of the skip lists. The packed struct carried its block's closes sorted (a full
     10-wire network, 32 comparators against 29; RANK's sign sums do not depend on their order),
@@ -221,11 +224,11 @@ held in the three runs of the first session, missed by 0-4% in the four of the s
 the four of the third (55.2-56.8 s), in the fourth was missed by the benchmark (68.8 s) and met or
 missed by under 1% in a measuring script (57.2-60.2 s) with 1M-row statements, then held in every
 run with 3M-row statements (51.7-55.9 s), held in the three of the fifth (50.9-55.5 s) and in the
-two of the sixth (49.0, 51.3 s). The 5x target, sixth session (three runs): into a DuckDB table
-(the computation, in memory) 5.86-6.08x; converted to a pandas DataFrame via Arrow (the
-reference's own output) 5.32-5.45x, where the fifth session's SQL gave 4.98-5.13x; via DuckDB's
-.df() 4.2-4.4x; the build into the warehouse table, with its compression and disk write,
-49.0-51.3 s against 204-208 s: 4.0-4.2x.
+three of the sixth (49.0-51.9 s). The 5x target, sixth session (four runs): converted to a
+pandas DataFrame via Arrow (the reference's own output) 5.28-5.45x, where the fifth session's
+SQL gave 4.98-5.13x (4.30-5.10x in the same runs); into a DuckDB table (the computation, in
+memory) 5.86-6.08x, 5.26x in the slow fourth run; via DuckDB's .df() 3.8-4.4x; the build into
+the warehouse table, with its compression and disk write, 49.0-51.9 s against 204-217 s: 4.0-4.2x.
 """
 from __future__ import annotations
 
