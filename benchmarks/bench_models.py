@@ -8,6 +8,16 @@ Reduced grids (busy 2-core machine; one thread so CPU time is a steady measure):
         --n 300 1000 --d 158 626 --b 16 --steps 3 --threads 1
 Prints one row per (model, B, N, D): parameters, median wall and process-CPU ms per step, and
 each model's cost relative to the `tcn` baseline at the same size (MIGA-Conv's budget: < 3x).
+
+Figures behind design choices in the model code (measured in earlier sessions on the 2-core
+CPU machine; moved here from code comments, which keep only the reasons):
+- pipeline/models/miga.py, MoEConfig: at expert size 16 / 4 heads MIGA-Conv's step cost ~3.4x
+  the TCN's on CPU (B=16, N=1000, D=158); at 8 / 2 heads (the default) ~2.1x (budget < 3x).
+- pipeline/models/layers.py, the causal convolution that skips padding-only taps: the same
+  output for ~20x less work than Qlib's pad-both-sides-and-chop at T = 5, dilation up to 16.
+- pipeline/models/moderntcn.py: the depthwise conv as one banded-matrix einsum ~5x faster on
+  CPU than nn.Conv1d(groups=K); the grouped linear pair as einsums ~2x faster than grouped
+  1x1 convolutions over a length-5 axis.
 """
 from __future__ import annotations
 

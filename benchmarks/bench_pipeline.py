@@ -3,7 +3,7 @@
 Runs the `miga` flow in-process on a fresh home folder, exactly as `miga demo` does, with
 timers wrapped around the pipeline functions as their modules are imported (so the run
 imports what it needs when `miga demo` would). "Model work" is training (`train.fit`) and
-evaluation (`train.predict` / `predict_with_usage` wherever called, `train.expert_usage`: MIGA's
+evaluation (`train.score_loader` / `score_loader_with_usage` wherever called, `train.expert_usage`: MIGA's
 routing over the other stock sets' test days, and `experiment.evaluate`: metrics and backtest);
 everything else (Python imports, the Prefect server and task bookkeeping, MLflow logging and
 model registration, plots, DuckDB, parquet, the tensor store) is overhead. The wall time is
@@ -18,6 +18,15 @@ overhead instead: 23.5-24.0%. The rest: temporary Prefect API ready ~8.5 s on a 
 (~6 s of it Prefect's database migrations), features+labels 3.0 s, tensor store 2.1 s, the
 cells' MLflow logging and plots ~1.1 s per cell, imports 1.1 s, champion 0.7 s. The same
 benchmark before the demo started its own server and the per-cell cuts: 25.4%.
+
+Figures behind design choices in the flow and plot code (earlier sessions, 2-core CPU;
+moved here from code comments):
+- flows/temporary_api.py: the temporary Prefect API spends ~9 s getting ready on a fresh home
+  (mostly its database migrations); the imports the flow's tasks need (torch, MLflow, DuckDB,
+  matplotlib) take ~2-3 s and overlap it; importing Prefect's server package in-process would
+  cost ~1.6 s more. Block-type registration is ~1 s of the server's start.
+- pipeline/plots.py: tight_layout costs about a third of a plot's time (~0.15 s per plot, four
+  plots a run); one LineCollection for the daily IC bars draws ~5x faster than a bar per day.
 """
 from __future__ import annotations
 
@@ -46,20 +55,20 @@ _depth = threading.local()
 # (module, attribute, bucket): model work is counted once even when calls nest.
 PROBES = [
     ("pipeline.train", "fit", "model: train"),
-    ("pipeline.train", "predict", "model: predict"),
-    ("pipeline.train", "predict_with_usage", "model: predict"),
-    ("pipeline.experiment", "evaluate", "model: metrics+backtest"),
+    ("pipeline.train", "score_loader", "model: predict"),
+    ("pipeline.train", "score_loader_with_usage", "model: predict"),
+    ("pipeline.cell", "evaluate", "model: metrics+backtest"),
     # MIGA's expert usage by stock set: a forward pass of the model over the test days of
     # the other stock sets (the paper's usage analysis); inference, so model evaluation
     ("pipeline.train", "expert_usage", "model: expert usage"),
     ("pipeline.data.ingest", "ingest", "ingest+validate"),
     ("pipeline.data.validate", "validate_warehouse", "validate (full GX)"),
     ("pipeline.features.build", "build_features", "features+labels"),
-    ("pipeline.store", "build_store", "tensor store"),
+    ("pipeline.store.build", "build_store", "tensor store"),
     ("pipeline.report", "build_report", "report"),
     ("pipeline.champion", "challenge", "champion/challenger"),
-    ("pipeline.predict", "predict_next_day", "next-day predictions"),
-    ("pipeline.experiment", "run_experiment", "grid cells (all)"),
+    ("pipeline.next_day", "predict_next_day", "next-day predictions"),
+    ("pipeline.cell", "run_cell", "grid cells (all)"),
 ]
 
 

@@ -99,14 +99,11 @@ def measure(name, store, batch_days, days, cfg, overrides):
     model = create_model(name, d_feat=len(store.feature_names), d_market=len(store.market_names),
                          **overrides)
     tr_days = store.segment_days("train")[:days]
-    train = DayLoader(store, "train", "csi300", batch_days=batch_days, shuffle=True, days=tr_days,
-                      window=store.window)
-    valid = DayLoader(store, "valid", "csi300", batch_days=16, days=store.segment_days("valid")[:1],
-                      window=store.window)
+    train = DayLoader(store, "train", "csi300", batch_days=batch_days, shuffle=True, days=tr_days)
+    valid = DayLoader(store, "valid", "csi300", batch_days=16, days=store.segment_days("valid")[:1])
     tc = cfg.train.__class__(**{**cfg.train.__dict__, "batch_days": batch_days, "max_epochs": 1,
                                 "device": "cpu"})
-    warm = DayLoader(store, "train", "csi300", batch_days=batch_days, days=tr_days[:batch_days],
-                     window=store.window)
+    warm = DayLoader(store, "train", "csi300", batch_days=batch_days, days=tr_days[:batch_days])
     fit(model, warm, valid, tc, progress=False)                          # warm-up (allocations)
     res = fit(model, train, valid, tc, progress=False)
     return res.throughput, res.train_stock_days / res.train_cpu_seconds
@@ -190,9 +187,9 @@ def main() -> None:
     settings = Settings.from_env(args.home)
     tmp = None
     try:
-        from pipeline.store import open_store
+        from pipeline.store import current_store
 
-        store = open_store(settings, cfg)
+        store = current_store(settings, cfg)
         if "csi300" not in store.members:
             raise LookupError("no csi300 in the store")
         source = f"shared data store {store.fingerprint} ({store.root})"

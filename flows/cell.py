@@ -11,7 +11,7 @@ from flows import steps
 
 
 @flow(name="miga-cell", flow_run_name="cell {model} {stockset} seed {seed}", log_prints=True)
-def miga_cell(home: str, data_fp: str, model: str, stockset: str, seed: int = 0,
+def miga_cell(home: str, store_fp: str, model: str, stockset: str, seed: int = 0,
               config: str | None = None, epochs: int | None = None) -> dict:
     cell = {"model": model, "stockset": stockset, "seed": int(seed)}
-    return steps.train_cell(home, data_fp, cell, config=config, epochs=epochs)
+    return steps.train_cell(home, store_fp, cell, config=config, epochs=epochs)

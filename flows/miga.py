@@ -15,13 +15,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import steps
-from pipeline.config import load_config
-from pipeline.grid import cell_dict, grid_cells, mlflow_ui_url, results_table
+from flows.stack import mlflow_ui_url
+from pipeline.config import DEMO_CONFIG, load_config
+from pipeline.grid import grid_cells
+from pipeline.report import results_table
 from pipeline.settings import Settings
 from pipeline.warehouse import warehouse_id
 
 
-def _launch_cells_on_pool(home: str, data_fp: str, store_fp: str, cells, config, epochs) -> list[dict]:
+def _launch_cells_on_pool(home: str, store_fp: str, cells, config, epochs) -> list[dict]:
     """Fan the grid out over the work pool: one `miga-cell/cell` flow run per cell."""
     from prefect.deployments import run_deployment
     from prefect.states import StateType
@@ -29,7 +31,7 @@ def _launch_cells_on_pool(home: str, data_fp: str, store_fp: str, cells, config,
     from pipeline.tracking import find_cell_run
 
     launched = [(c, run_deployment("miga-cell/cell", timeout=0, as_subflow=True,
-                                   parameters={"home": home, "data_fp": data_fp, "model": c.model,
+                                   parameters={"home": home, "store_fp": store_fp, "model": c.model,
                                                "stockset": c.stockset, "seed": c.seed,
                                                "config": config, "epochs": epochs}))
                 for c in cells]
@@ -45,15 +47,15 @@ def _launch_cells_on_pool(home: str, data_fp: str, store_fp: str, cells, config,
                 time.sleep(2)
             if state.type == StateType.COMPLETED:
                 run = find_cell_run(Settings.from_env(home), c.model, c.stockset, c.seed, store_fp)
-                results.append({"cell": cell_dict(c), **run})
+                results.append({"cell": c.as_dict(), **run})
             else:
-                results.append({"cell": cell_dict(c), "error": f"flow run {fr.name}: {state.name}"})
+                results.append({"cell": c.as_dict(), "error": f"flow run {fr.name}: {state.name}"})
     return results
 
 
 @flow(name="miga", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def miga(data: str | None = None, models: list[str] | None = None, stocksets: list[str] | None = None,
-         seeds: list[int] | None = None, config: str | None = "quick", epochs: int | None = None,
+         seeds: list[int] | None = None, config: str | None = DEMO_CONFIG, epochs: int | None = None,
          home: str | None = None, fan_out: bool = False) -> dict:
     """Run the whole pipeline.
 
@@ -67,7 +69,7 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     cfg = load_config(config)
     data_dir = data or steps.synthesize(home)
 
-    ing = steps.ingest(home, data_dir, warehouse_id(Settings.from_env(home).warehouse))
+    ing = steps.ingest(home, data_dir, warehouse_id(Settings.from_env(home)))
     data_fp = ing["fingerprint"]
     steps.validate(home, data_fp, config)
     steps.features(home, data_fp, config)
@@ -76,9 +78,9 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     cells = grid_cells(cfg, models, stocksets, seeds)
     log.info("training grid: %d cells (%s)", len(cells), ", ".join(c.name for c in cells))
     if fan_out:
-        results = _launch_cells_on_pool(home, data_fp, store_fp, cells, config, epochs)
+        results = _launch_cells_on_pool(home, store_fp, cells, config, epochs)
     else:
-        futures = [(c, steps.train_cell.submit(home, data_fp, cell_dict(c), config, epochs)) for c in cells]
+        futures = [(c, steps.train_cell.submit(home, store_fp, c.as_dict(), config, epochs)) for c in cells]
         results = []
         for c, f in futures:
             f.wait()
@@ -86,7 +88,7 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
             if state.is_completed():
                 results.append(f.result())
             else:  # a failed cell is reported and does not stop the others
-                results.append({"cell": cell_dict(c), "error": str(state.message or state.name)})
+                results.append({"cell": c.as_dict(), "error": str(state.message or state.name)})
 
     ok = [r for r in results if "error" not in r]
     table = results_table(results, mlflow_ui_url())
@@ -97,14 +99,15 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
         paper_tables = steps.report(home)
         create_markdown_artifact(key="miga-report", markdown=paper_tables,
                                  description="Paper-style Table 1 and Table 2 over all runs in the store")
-        decisions = steps.champion(home, ok, config, epochs)
-        preds = steps.next_day_predictions(home, sorted({r["cell"]["model"] for r in ok}), config, epochs)
+        decisions = steps.champion(home, store_fp, ok, config, epochs)
+        preds = steps.next_day_predictions(home, store_fp, sorted({r["cell"]["model"] for r in ok}),
+                                           config, epochs)
     failed = [r for r in results if "error" in r]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(results)} grid cells failed: "
                            + "; ".join(f"{r['cell']['model']}/{r['cell']['stockset']}: {r['error']}" for r in failed))
     return {"table": table, "results": results, "champion": decisions, "predictions": preds,
-            "data_fingerprint": data_fp}
+            "data_fingerprint": data_fp, "store_fingerprint": store_fp}
 
 
 def _preload() -> None:
@@ -112,16 +115,16 @@ def _preload() -> None:
     import matplotlib.backends.backend_agg  # noqa: F401  (run plots)
     import mlflow.pytorch  # noqa: F401  (torch and MLflow: the grid cells)
 
+    import pipeline.cell  # noqa: F401
     import pipeline.data.ingest  # noqa: F401
-    import pipeline.experiment  # noqa: F401
     import pipeline.features.build  # noqa: F401
 
 
 def _demo_settings(settings: Settings) -> dict:
     """Prefect settings for the demo, unless the environment sets them: its state (API database,
     cached results) inside the home folder; a startup timeout that suits a busy 2-core machine
-    (Prefect's default is 20 s); no block-type registration (the flow uses no blocks: ~1 s of
-    the server's start) and no telemetry (these machines may have no route out)."""
+    (Prefect's default is 20 s); no block-type registration (the flow uses no blocks, and it is
+    part of the server's start) and no telemetry (these machines may have no route out)."""
     from prefect import settings as ps
 
     wanted = {ps.PREFECT_HOME: str(settings.home / "prefect"),
@@ -131,7 +134,7 @@ def _demo_settings(settings: Settings) -> dict:
     return {k: v for k, v in wanted.items() if k.name not in os.environ}
 
 
-def run_demo(data: str | None = None, config: str | None = "quick", home: str | None = None,
+def run_demo(data: str | None = None, config: str | None = DEMO_CONFIG, home: str | None = None,
              epochs: int | None = None) -> int:
     """The README's main command: the `miga` flow in-process, on synthetic data unless `data`."""
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings

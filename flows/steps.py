@@ -1,8 +1,13 @@
 """Prefect tasks: each wraps one `pipeline` function. No logic worth testing lives here.
 
-Cache keys: ingest on the data folder's file signature; features, store and training cells on
-the warehouse's data fingerprint plus the config, so a rerun on unchanged inputs skips them
-(the Prefect UI shows them as Cached) and a daily run only pays for what is new.
+Values flow from step to step: the ingest returns the warehouse's data fingerprint (its report
+holds it), the tensor-store step returns the store's fingerprint, and the cells, the champion
+step and the next-day step open that store by it instead of re-hashing the warehouse.
+
+Cache keys: ingest on the data folder's file signature; features and store on the data
+fingerprint plus the config; training cells on the store fingerprint plus the config, so a
+rerun on unchanged inputs skips them (the Prefect UI shows them as Cached) and a daily run only
+pays for what is new.
 """
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from flows.cache import folder_signature, stable_key
+
 from pipeline.config import load_config
-from pipeline.grid import Cell, folder_signature, stable_key
+from pipeline.grid import Cell
 from pipeline.settings import Settings
 
 CACHE_FOR = timedelta(days=30)
@@ -51,7 +58,13 @@ def _transient(task, task_run, state) -> bool:
 def _cell_key(ctx, p) -> str:
     cfg = _config(p.get("config"), p.get("epochs"))
     s = Settings.from_env(p["home"])
-    return "cell-" + stable_key(p["home"], s.mlflow_uri, p["data_fp"], cfg.fingerprint(), p["cell"])
+    return "cell-" + stable_key(p["home"], s.mlflow_uri, p["store_fp"], cfg.fingerprint(), p["cell"])
+
+
+def _store(home: str, store_fp: str):
+    from pipeline.store.build import open_store
+
+    return open_store(_settings(home), store_fp)
 
 
 @task(name="synthesize", cache_policy=NO_CACHE)
@@ -67,17 +80,10 @@ def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> 
 @task(name="ingest", cache_key_fn=_ingest_key, cache_expiration=CACHE_FOR, persist_result=True,
       retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_transient)
 def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
-    from pipeline.data.ingest import data_fingerprint, ingest as do_ingest
-    from pipeline.warehouse import connect
+    from pipeline.data.ingest import ingest as do_ingest
 
-    s = _settings(home)
-    report = do_ingest(s, Path(data_dir))
-    con = connect(s.warehouse, read_only=True)
-    try:
-        fp = data_fingerprint(con)
-    finally:
-        con.close()
-    return {"fingerprint": fp, "report": str(report)}
+    report = do_ingest(_settings(home), Path(data_dir))
+    return {"fingerprint": report.fingerprint, "report": str(report)}
 
 
 @task(name="validate", cache_key_fn=_data_key("validate"), cache_expiration=CACHE_FOR, persist_result=True)
@@ -96,7 +102,7 @@ def features(home: str, data_fp: str, config: str | None = None, epochs: int | N
 
 @task(name="tensor-store", cache_key_fn=_data_key("store"), cache_expiration=CACHE_FOR, persist_result=True)
 def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
-    from pipeline.store import build_store
+    from pipeline.store.build import build_store
 
     return build_store(_settings(home), _config(config, epochs)).fingerprint
 
@@ -104,13 +110,13 @@ def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int
 @task(name="train-cell", task_run_name="train {cell[model]} {cell[stockset]} seed {cell[seed]}",
       cache_key_fn=_cell_key, cache_expiration=CACHE_FOR, persist_result=True,
       retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
-def train_cell(home: str, data_fp: str, cell: dict, config: str | None = None,
+def train_cell(home: str, store_fp: str, cell: dict, config: str | None = None,
                epochs: int | None = None) -> dict:
-    from pipeline.experiment import run_experiment
+    from pipeline.cell import run_cell
 
-    res = run_experiment(_settings(home), _config(config, epochs), cell["model"], cell["stockset"],
-                         int(cell["seed"]))
-    return {"cell": cell, "run_id": res.run_id, "experiment_id": getattr(res, "experiment_id", ""),
+    res = run_cell(_settings(home), _config(config, epochs), Cell.from_dict(cell),
+                   store=_store(home, store_fp))
+    return {"cell": cell, "run_id": res.run_id, "experiment_id": res.experiment_id,
             "metrics": {k: float(v) for k, v in res.metrics.items()}}
 
 
@@ -122,19 +128,17 @@ def report(home: str) -> str:
 
 
 @task(name="champion", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
-def champion(home: str, results: list[dict], config: str | None = None, epochs: int | None = None) -> list[dict]:
+def champion(home: str, store_fp: str, results: list[dict], config: str | None = None,
+             epochs: int | None = None) -> list[dict]:
     from pipeline.champion import challenge
 
-    return [d.as_dict() for d in challenge(_settings(home), _config(config, epochs), results)]
+    return [d.as_dict() for d in challenge(_settings(home), _config(config, epochs), results,
+                                           _store(home, store_fp))]
 
 
 @task(name="next-day-predictions", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
-def next_day_predictions(home: str, models: list[str], config: str | None = None,
+def next_day_predictions(home: str, store_fp: str, models: list[str], config: str | None = None,
                          epochs: int | None = None) -> dict:
-    from pipeline.predict import predict_next_day
+    from pipeline.next_day import predict_next_day
 
-    return predict_next_day(_settings(home), _config(config, epochs), models)
-
-
-def cell_from_dict(d: dict) -> Cell:
-    return Cell(d["model"], d["stockset"], int(d["seed"]))
+    return predict_next_day(_settings(home), _config(config, epochs), models, _store(home, store_fp))

@@ -2,9 +2,10 @@
 
 Without PREFECT_API_URL, Prefect starts the same server itself when the flow first calls the
 API (`SubprocessASGIServer`: uvicorn on Prefect's app factory, UI off). Doing it here instead
-lets the ~9 s the server spends getting ready on a fresh home (mostly its database migrations)
-overlap the imports the flow's tasks need (torch, MLflow, DuckDB, matplotlib: ~2-3 s), and
-skips importing Prefect's server package in this process (~1.6 s) just to launch a subprocess.
+lets the seconds the server spends getting ready on a fresh home (mostly its database
+migrations) overlap the imports the flow's tasks need (torch, MLflow, DuckDB, matplotlib), and
+skips importing Prefect's server package in this process just to launch a subprocess (figures
+in benchmarks/bench_pipeline.py).
 The server's output goes to MIGA_HOME/logs/temporary-api.log.
 """
 from __future__ import annotations

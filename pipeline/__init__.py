@@ -1,1 +1,1 @@
-"""miga: a plain library for the MIGA stock-return pipeline (no Prefect imports here)."""
+"""miga: a plain library for the MIGA stock-return pipeline; flows/ orchestrates it."""

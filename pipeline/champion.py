@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.metrics import ic_metrics
-from pipeline.predict import CHAMPION, champion_version, score_days
+from pipeline.evaluation.ic import ic_metrics
 from pipeline.settings import Settings
 
 WINDOW_DAYS = 60
@@ -52,50 +51,46 @@ def decide(challenger_ic: float, champion_ic: float | None) -> tuple[bool, str]:
     return False, f"window IC {challenger_ic:.4f} <= champion {champion_ic:.4f}"
 
 
-def recent_window(store, stockset: str, n_days: int = WINDOW_DAYS, window: int = 5) -> np.ndarray:
+def recent_window(store, stockset: str, n_days: int = WINDOW_DAYS) -> np.ndarray:
     """The last `n_days` store days on which some member of `stockset` has a label."""
     members = store.members[stockset]
     labelled = (members & np.isfinite(store.labels)).any(axis=1)
-    labelled[: window - 1] = False  # a sample needs window-1 days of history
+    labelled[: store.window - 1] = False  # a sample needs window-1 days of history
     days = np.flatnonzero(labelled)
     if not len(days):
         raise ValueError(f"no labelled day for stock set {stockset!r} in the store")
     return days[-n_days:]
 
 
+def load_run_model(settings: Settings, run_id: str):
+    """The trained model of a cell's run, rebuilt from its logged state (eval mode, CPU)."""
+    from pipeline.models import model_from_state
+    from pipeline.tracking import load_model_state
+
+    return model_from_state(load_model_state(settings, run_id))
+
+
 def window_ic(settings: Settings, config: Config, store, run_id: str, stockset: str, days) -> float:
-    from pipeline.experiment import load_run_model
-    from pipeline.train import resolve_device
+    from pipeline.train import resolve_device, score_days
 
     model = load_run_model(settings, run_id)
-    df = score_days(model, store, stockset, days, config.data.window, resolve_device(config.train.device))
+    df = score_days(model, store, stockset, days, resolve_device(config.train.device))
     return float(ic_metrics(df)["ic"])
 
 
-def _versions_by_run(client, model: str) -> dict:
-    """run_id -> registered version of `model` (one registry query per model)."""
-    return {mv.run_id: mv for mv in client.search_model_versions(f"name='{model}'")}
+def challenge(settings: Settings, config: Config, results: list[dict], store,
+              window_days: int = WINDOW_DAYS) -> list[Decision]:
+    """Run the champion/challenger comparison for every model among `results` (grid-cell
+    results), on the open TensorStore the cells trained on."""
+    from pipeline import tracking
 
-
-def challenge(settings: Settings, config: Config, results: list[dict],
-              window_days: int = WINDOW_DAYS, store=None) -> list[Decision]:
-    """Run the champion/challenger comparison for every model among `results` (grid-cell results).
-
-    store: an open TensorStore (default: `open_store(settings, config)`)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(settings.mlflow_uri)
-    if store is None:
-        from pipeline.store import open_store
-
-        store = open_store(settings, config)
     stockset = config.data.stocksets[0]
-    days = recent_window(store, stockset, window_days, config.data.window)
+    days = recent_window(store, stockset, window_days)
     window = (str(store.dates[days[0]]), str(store.dates[days[-1]]))
     decisions = []
     for model in sorted({r["cell"]["model"] for r in results}):
         challengers = []
-        versions = _versions_by_run(client, model)
+        versions = tracking.registered_versions(settings, model)
         for r in results:
             if r["cell"]["model"] != model:
                 continue
@@ -105,21 +100,19 @@ def challenge(settings: Settings, config: Config, results: list[dict],
         if not challengers:
             continue
         best_ic, best = max(challengers, key=lambda t: t[0] if math.isfinite(t[0]) else -math.inf)
-        current = champion_version(client, model)
+        current = tracking.champion_version(settings, model)
         if current is not None and current.version == best.version:
             continue
         champ_ic = (window_ic(settings, config, store, current.run_id, stockset, days)
                     if current is not None else None)
         promote, reason = decide(best_ic, champ_ic)
         if promote:
-            client.set_registered_model_alias(model, CHAMPION, best.version)
+            tracking.set_champion(settings, model, best.version)
         d = Decision(model, "promoted" if promote else "kept", reason, best.run_id, str(best.version),
                      best_ic, str(current.version) if current else None, champ_ic, stockset, window)
         tags = {"champion.decision": d.decision, "champion.reason": reason,
                 "champion.window": f"{window[0]}..{window[1]}", "champion.window_ic": f"{best_ic:.6f}"}
-        for k, v in tags.items():
-            client.set_tag(best.run_id, k, v)
-            client.set_model_version_tag(model, best.version, k, v)
+        tracking.tag_version(settings, model, best.version, best.run_id, tags)
         with open(settings.reports_dir / "champion_log.jsonl", "a") as f:
             f.write(json.dumps({"at": datetime.now(timezone.utc).isoformat(), **d.as_dict()}) + "\n")
         decisions.append(d)

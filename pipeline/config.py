@@ -2,6 +2,13 @@
 
 `load_config(path)` reads `configs/default.toml`, merges the given file over it (tables merge,
 values replace) and returns a `Config`. Nothing here reads the environment.
+
+Every default lives in one place, `configs/default.toml` (with its source: the paper or
+Qlib). The dataclasses below declare the keys and their types only, so a value cannot drift
+between the code and the documented file; `tests/code/test_config.py` checks that the file
+sets every field and nothing else. Model hyper-parameters are the exception: their defaults
+are the fields of each model's config dataclass (`pipeline/models/<name>.py`), overridden in
+`[models.<name>]`.
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ from typing import Any
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 SEGMENT_NAMES = ("train", "valid", "test")
+EMBARGOED = ("train", "valid")  # segments followed by another one: their last labels look ahead
+DEMO_CONFIG = "quick"           # the embedded default that `miga demo` and the flow run
 
 
 @dataclass(frozen=True)
@@ -26,58 +35,70 @@ class Segments:
     train: tuple[date, date]
     valid: tuple[date, date]
     test: tuple[date, date]
-    embargo_days: int = 2
-    preset: str = ""
+    embargo_days: int
+    preset: str = ""   # the [presets] name the dates came from ("" = given explicitly)
 
     def get(self, name: str) -> tuple[date, date]:
         if name not in SEGMENT_NAMES:
             raise ValueError(f"unknown segment {name!r}; expected one of {SEGMENT_NAMES}")
         return getattr(self, name)
 
+    def to_json(self) -> dict:
+        """{"train": ["YYYY-MM-DD", "YYYY-MM-DD"], ..., "embargo_days": k} (the store's meta.json)."""
+        out: dict[str, Any] = {s: [d.isoformat() for d in self.get(s)] for s in SEGMENT_NAMES}
+        out["embargo_days"] = self.embargo_days
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Segments":
+        """The inverse of `to_json` (dates may be any ISO-like value, e.g. numpy datetime64)."""
+        seg = {s: tuple(_as_date(v, f"segments.{s}") for v in d[s]) for s in SEGMENT_NAMES}
+        return cls(**seg, embargo_days=int(d["embargo_days"]), preset=str(d.get("preset", "")))
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    window: int = 5
-    stocksets: tuple[str, ...] = ("csi300", "csi500", "csi1000")
-    clip: float = 3.0
+    window: int
+    stocksets: tuple[str, ...]
+    clip: float
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_days: int = 1
-    max_epochs: int = 60
-    lr: float = 5e-4
-    patience: int = 10
-    alpha: float = 2e-3
-    beta: float = 1.0
-    loss: str = "ic"
-    device: str = "auto"
-    bf16: bool = False
-    weight_decay: float = 0.0
-    grad_clip: float = 3.0
+    batch_days: int
+    max_epochs: int
+    lr: float
+    patience: int
+    alpha: float
+    beta: float
+    loss: str
+    device: str
+    bf16: bool
+    weight_decay: float
+    grad_clip: float
 
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    top_frac: float = 0.05
-    buy_cost: float = 0.0005
-    sell_cost: float = 0.0015
-    days_per_year: int = 238
+    top_frac: float
+    buy_cost: float
+    sell_cost: float
+    days_per_year: int
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    models: tuple[str, ...] = ("miga-conv",)
-    seeds: tuple[int, ...] = (0,)
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class Config:
     segments: Segments
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    backtest: BacktestConfig = field(default_factory=BacktestConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig
+    train: TrainConfig
+    backtest: BacktestConfig
+    run: RunConfig
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model overrides
     source: str = ""  # the file it was loaded from (for logging)
 
@@ -129,7 +150,7 @@ def _as_date(v: Any, where: str) -> date:
     if isinstance(v, date):
         return v
     try:
-        return date.fromisoformat(str(v))
+        return date.fromisoformat(str(v)[:10])
     except ValueError as e:
         raise ValueError(f"{where}: {v!r} is not an ISO date (YYYY-MM-DD)") from e
 
@@ -139,6 +160,9 @@ def _build(cls, raw: dict, where: str):
     unknown = set(raw) - set(known)
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    missing = sorted(set(known) - set(raw))
+    if missing:
+        raise ValueError(f"{where}: keys {missing} are not set (configs/default.toml sets them all)")
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     return cls(**kw)
 
@@ -147,7 +171,9 @@ def config_from_dict(raw: dict, source: str = "") -> Config:
     seg_raw = dict(raw.get("segments", {}))
     presets = raw.get("presets", {})
     preset = seg_raw.pop("preset", "")
-    embargo = int(seg_raw.pop("embargo_days", 2))
+    if "embargo_days" not in seg_raw:
+        raise ValueError(f"{source}: segments.embargo_days is not set (configs/default.toml sets it)")
+    embargo = int(seg_raw.pop("embargo_days"))
     chosen: dict[str, Any] = {}
     if preset:
         if preset not in presets:

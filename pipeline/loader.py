@@ -13,9 +13,10 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.store import TensorStore
+from pipeline.store.arrays import TensorStore
 
-GPU_FRACTION = 0.6  # move the store to the GPU only when it takes under this share of free memory
+GPU_FRACTION = 0.6        # move the store to the GPU only when it takes under this share of free memory
+GPU_COPY_BYTES = 256 << 20  # the store is copied to the GPU in slabs of days of about this size
 
 
 @dataclass
@@ -44,10 +45,10 @@ def _device_arrays(store: TensorStore, device) -> dict | None:
         if need > GPU_FRACTION * free:
             cache[key] = None
         else:
-            # Copied in ~256 MB slabs of days: the memmap is never read whole into host RAM.
+            # Copied in slabs of days: the memmap is never read whole into host RAM.
             days, n, d = store.features.shape
             feats = torch.empty((days, n, d), dtype=torch.float32, device=device)
-            step = max(1, (256 << 20) // max(1, n * d * 4))
+            step = max(1, GPU_COPY_BYTES // max(1, n * d * 4))
             for a in range(0, days, step):
                 feats[a:a + step] = torch.from_numpy(np.array(store.features[a:a + step])).to(device)
             cache[key] = {
@@ -62,19 +63,21 @@ def _device_arrays(store: TensorStore, device) -> dict | None:
 class DayLoader:
     """Yields `Batch`es of `batch_days` days of `segment` for `stockset`.
 
+    The window T is the store's (`store.window`, from the config it was built with): the
+    store's segments already require T-1 days of history, so no other source may differ.
     days: explicit day indices (overrides the segment); days where the stock set has no
     member are skipped (e.g. csi1000 before it existed).
     """
 
     def __init__(self, store: TensorStore, segment: str, stockset: str, batch_days: int = 1,
-                 window: int = 5, shuffle: bool = False, seed: int = 0, device="cpu",
-                 days=None):
+                 shuffle: bool = False, seed: int = 0, device="cpu", days=None):
         import torch
 
         if stockset not in store.members:
             raise KeyError(f"stock set {stockset!r} not in the store; have {sorted(store.members)}")
-        if batch_days < 1 or window < 1:
-            raise ValueError("batch_days and window must be >= 1")
+        window = store.window
+        if batch_days < 1:
+            raise ValueError("batch_days must be >= 1")
         self.store, self.segment, self.stockset = store, segment, stockset
         self.batch_days, self.window, self.shuffle, self.seed = batch_days, window, shuffle, seed
         self.device = torch.device(device)
@@ -137,7 +140,8 @@ class DayLoader:
             return Batch(x, y, mask_t, market, torch.from_numpy(days).to(self.device),
                          torch.from_numpy(inst).to(self.device), tmask)
         # One np.take of B*N*T rows of D floats from the (Days*capacity, D) view of the memmap:
-        # about twice as fast as 2-array fancy indexing on the memmap object.
+        # a single contiguous-row gather, cheaper than 2-array fancy indexing on the memmap
+        # object (figures in benchmarks/bench_loader.py).
         rows = (win[:, None, :] * self._cap + isel).reshape(-1)            # (B*N*T,)
         x = np.take(self._flat, rows, axis=0).reshape(b, n, t, -1)         # (B, N, T, D)
         rows_n = (win[:, None, :] * self._n_all + isel).reshape(-1)        # into (Days, N_all)

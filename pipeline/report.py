@@ -1,10 +1,11 @@
-"""The paper's Table 1 (ranking metrics) and Table 2 (portfolios) from the MLflow runs.
+"""Reports: the paper's Table 1 (ranking metrics) and Table 2 (portfolios) from the MLflow runs,
+and the results table of one grid (`results_table`).
 
 Rows are models, columns the metrics per stock set and their average; cells are
 "mean (std)" over seeds (std with ddof=1, "-" for a single seed); the best mean of each column
 is in bold. The average column pools every (stock set, seed) value of a model that has runs on
-all the table's stock sets. Only finished runs on one data fingerprint are used (by default that
-of the most recent run), and for a repeated (model, stock set, seed) the latest run counts.
+all the table's stock sets. Only finished runs on one tensor store are used (by default that of
+the most recent run), and for a repeated (model, stock set, seed) the latest run counts.
 """
 from __future__ import annotations
 
@@ -15,12 +16,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pipeline.errors import MigaError
+from pipeline.evaluation import HEADLINE, TABLE1, TABLE2
 from pipeline.settings import Settings
-
-TABLE1 = (("test_ic", "IC"), ("test_icir", "ICIR"), ("test_rank_ic", "RankIC"),
-          ("test_rank_icir", "RankICIR"))
-TABLE2 = (("long_only_ar", "LO AR"), ("long_only_ir", "LO IR"), ("long_short_ar", "LS AR"),
-          ("long_short_ir", "LS IR"))
 # Paper order and type of each model (Table 1: baselines, SoTA models, MIGA).
 MODEL_ROWS = (("tcn", "TCN", "Baselines"), ("lstm", "LSTM", "Baselines"),
               ("transformer", "Transformer", "Baselines"), ("mamba", "Mamba", "SoTA models"),
@@ -36,31 +33,34 @@ class Report:
     markdown: str
     html: str
     runs: pd.DataFrame = field(repr=False)       # one row per run used: model, stockset, seed, metrics
-    data_fingerprint: str = ""
+    store_fingerprint: str = ""                  # the tensor store the runs trained on
     run_id: str = ""                             # the MLflow run holding the report artifacts
 
 
-def collect_runs(settings: Settings, experiment: str = "miga",
-                 data_fingerprint: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Finished runs with model/stockset/seed tags as a frame; the fingerprint they share."""
-    from mlflow import MlflowClient
+def _store_tag(tags: dict) -> str:
+    # Runs logged before `store_fingerprint` existed carried the store's fingerprint as
+    # `data_fingerprint`; read them under the new name (no migration of old runs needed).
+    return tags.get("store_fingerprint") or tags.get("data_fingerprint", "")
 
-    client = MlflowClient(settings.mlflow_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+
+def collect_runs(settings: Settings, experiment: str = "miga",
+                 store_fingerprint: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Finished runs with model/stockset/seed tags as a frame; the store fingerprint they share."""
+    from pipeline import tracking
+
+    runs = tracking.finished_runs(settings, experiment)
+    if runs is None:
         raise MigaError(f"no MLflow experiment {experiment!r} at {settings.mlflow_uri}: "
                         "run `miga train` first")
-    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=5000)
-    rows = [{"run_id": r.info.run_id, "start": r.info.start_time, "model": r.data.tags["model"],
-             "stockset": r.data.tags["stockset"], "seed": int(r.data.tags["seed"]),
-             "data_fingerprint": r.data.tags.get("data_fingerprint", ""), **r.data.metrics}
-            for r in runs if {"model", "stockset", "seed"} <= set(r.data.tags)]
+    rows = [{"run_id": r["run_id"], "start": r["start"], "model": r["tags"]["model"],
+             "stockset": r["tags"]["stockset"], "seed": int(r["tags"]["seed"]),
+             "store_fingerprint": _store_tag(r["tags"]), **r["metrics"]}
+            for r in runs if {"model", "stockset", "seed"} <= set(r["tags"])]
     if not rows:
         raise MigaError(f"experiment {experiment!r} has no finished training runs: run `miga train` first")
     df = pd.DataFrame(rows)                                        # newest first
-    fp = data_fingerprint or df["data_fingerprint"].iloc[0]
-    df = df[df["data_fingerprint"] == fp]
+    fp = store_fingerprint or df["store_fingerprint"].iloc[0]
+    df = df[df["store_fingerprint"] == fp]
     df = df.drop_duplicates(["model", "stockset", "seed"], keep="first")
     return df.reset_index(drop=True), fp
 
@@ -134,18 +134,18 @@ def _html(header, rows) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def build_report(settings: Settings, experiment: str = "miga", data_fingerprint: str | None = None,
+def build_report(settings: Settings, experiment: str = "miga", store_fingerprint: str | None = None,
                  log: bool = True) -> Report:
     """Tables 1 and 2 as markdown and HTML; saved to `settings.reports_dir` and, with `log`,
     as artifacts of an MLflow run named `report` in `experiment`."""
-    runs, fp = collect_runs(settings, experiment, data_fingerprint)
+    runs, fp = collect_runs(settings, experiment, store_fingerprint)
     seeds = runs.groupby(["model", "stockset"])["seed"].nunique()
-    intro = (f"{len(runs)} runs of experiment `{experiment}` on data `{fp}`: "
+    intro = (f"{len(runs)} runs of experiment `{experiment}` on tensor store `{fp}`: "
              f"{runs['model'].nunique()} models x {runs['stockset'].nunique()} stock sets, "
              f"{seeds.min()}-{seeds.max()} seeds per cell. Cells: mean (std over seeds); "
-             "best mean of each column in bold. AR = annualised excess return (mean daily x 238), "
-             "IR = mean / std x sqrt(238); long-only (LO) against the equal-weighted members, "
-             "long-short (LS) as is.")
+             "best mean of each column in bold. AR = annualised excess return (mean daily x "
+             "[backtest] days_per_year), IR = mean / std x sqrt(days_per_year); long-only (LO) "
+             "against the equal-weighted members, long-short (LS) as is.")
     parts_md, parts_html = [f"# MIGA results\n\n{intro}\n"], [f"<h1>MIGA results</h1><p>{html_lib.escape(intro)}</p>"]
     for title, metrics, digits in (("Table 1: ranking metrics (test)", TABLE1, 3),
                                    ("Table 2: portfolios (test)", TABLE2, 2)):
@@ -163,15 +163,33 @@ def build_report(settings: Settings, experiment: str = "miga", data_fingerprint:
     runs.to_csv(settings.reports_dir / "report_runs.csv", index=False)
     run_id = ""
     if log:
-        import mlflow
-
         from pipeline import tracking
 
-        exp_id = tracking.setup(settings, experiment)
-        with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
-            mlflow.set_tags({"kind": "report", "data_fingerprint": fp})
-            mlflow.log_metric("runs", len(runs))
-            for name in ("report.md", "report.html", "report_runs.csv"):
-                mlflow.log_artifact(str(settings.reports_dir / name))
-            run_id = run.info.run_id
-    return Report(markdown=md, html=page, runs=runs, data_fingerprint=fp, run_id=run_id)
+        run_id = tracking.log_report(
+            settings, experiment, {"store_fingerprint": fp}, {"runs": len(runs)},
+            [settings.reports_dir / n for n in ("report.md", "report.html", "report_runs.csv")])
+    return Report(markdown=md, html=page, runs=runs, store_fingerprint=fp, run_id=run_id)
+
+
+def results_table(rows: list[dict], mlflow_ui: str | None = None) -> str:
+    """Markdown table of one grid's cells: one row per cell, the headline metrics, a link to
+    each cell's MLflow run.
+
+    Each row is {"cell": Cell-as-dict, "run_id": str, "metrics": {...}} or {"cell", "error"}.
+    """
+    head = ["model", "stockset", "seed", *HEADLINE, "run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        c = r["cell"]
+        if "error" in r:
+            vals = ["failed"] + [""] * (len(HEADLINE) - 1)
+            link = r["error"][:80].replace("|", "/")
+        else:
+            m = r.get("metrics", {})
+            vals = [f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "" for k in HEADLINE]
+            run_id = r.get("run_id", "")
+            exp = r.get("experiment_id", "")
+            link = (f"[{run_id[:8]}]({mlflow_ui}/#/experiments/{exp}/runs/{run_id})"
+                    if mlflow_ui and run_id else run_id[:8])
+        lines.append("| " + " | ".join([c["model"], c["stockset"], str(c["seed"]), *vals, link]) + " |")
+    return "\n".join(lines)

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Offline stack: these libraries otherwise try to phone home (STACK-NOTES.md).
+# Offline stack: the library's own services otherwise try to phone home (STACK-NOTES.md);
+# flows/ adds the orchestrator's.
 QUIET_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GX_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",

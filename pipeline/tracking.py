@@ -1,8 +1,14 @@
-"""MLflow: experiment set-up, per-epoch and final logging, model logging and registration.
+"""The one door to MLflow: experiments, runs, metrics, artifacts, models and the registry.
 
-All MLflow calls of the pipeline's training runs live here; `pipeline.train` knows nothing of
-MLflow. The tracking URI always comes from the settings (never the cwd default), and every
-experiment is created with an artifact location under `settings.mlflow_artifacts`.
+Every MLflow call of the pipeline lives here: the cell (`pipeline.cell`), the report, the
+champion step and the next-day predictions call these functions and never import MLflow.
+`pipeline.train` knows nothing of MLflow. The tracking URI always comes from the settings
+(never the cwd default), and every experiment is created here, with an artifact location
+under `settings.mlflow_artifacts`.
+
+Tags of a training run: `model`, `stockset`, `seed`, `store_fingerprint` (the tensor store it
+trained on), `data_fingerprint` (the warehouse inputs that store was built from), `git_commit`,
+`device`, `run_key`.
 """
 from __future__ import annotations
 
@@ -10,18 +16,27 @@ import json
 import math
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from pipeline.settings import Settings
 
 EXPERIMENT = "miga"
+PREDICTIONS_EXPERIMENT = "miga-predictions"
+CHAMPION = "champion"                           # the registered-model alias of the champion
 STATE_ARTIFACT = "model_state/model_state.pt"   # state_dict + how to rebuild the model
 EPOCH_KEYS = ("train_loss", "train_ic", "valid_ic", "valid_rank_ic", "epoch_seconds",
               "expert_entropy")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _client(settings: Settings):
+    from mlflow import MlflowClient
+
+    return MlflowClient(settings.mlflow_uri)
 
 
 def setup(settings: Settings, experiment: str = EXPERIMENT) -> str:
@@ -60,6 +75,40 @@ def _finite(d: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))}
 
 
+# ---------------------------------------------------------------- training runs
+@contextmanager
+def cell_run(settings: Settings, run_name: str, resume_id: str | None = None) -> Iterator[tuple[str, str, bool]]:
+    """An active run of the training experiment: yields (run_id, experiment_id, resumed).
+
+    resume_id: a run to continue (a killed cell's); a finished or unknown one starts anew."""
+    import mlflow
+
+    exp_id = setup(settings)
+    if resume_id:
+        try:
+            if _client(settings).get_run(resume_id).info.status == "FINISHED":
+                resume_id = None
+        except Exception:  # deleted, or from another tracking store
+            resume_id = None
+    with mlflow.start_run(run_id=resume_id, experiment_id=None if resume_id else exp_id,
+                          run_name=None if resume_id else run_name) as run:
+        yield run.info.run_id, run.info.experiment_id, bool(resume_id)
+
+
+def start_cell(tags: dict[str, str], params: dict[str, Any]) -> None:
+    """Tags and params of a new training run (the active one)."""
+    import mlflow
+
+    mlflow.set_tags(tags)
+    mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+
+
+def set_tag(key: str, value: str) -> None:
+    import mlflow
+
+    mlflow.set_tag(key, value)
+
+
 def log_epoch(record: dict) -> None:
     """Per-epoch curves (step = epoch, 1-based)."""
     import mlflow
@@ -80,27 +129,27 @@ def log_json(obj: Any, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, default=str, sort_keys=True), artifact_file)
 
 
-def find_run(settings: Settings, run_id: str):
-    from mlflow import MlflowClient
+def log_files(paths, artifact_path: str | None = None) -> None:
+    """Each file as an artifact of the active run."""
+    import mlflow
 
-    return MlflowClient(settings.mlflow_uri).get_run(run_id)
+    for p in paths:
+        mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
 
 def find_cell_run(settings: Settings, model: str, stockset: str, seed: int,
-                  data_fp: str | None = None, experiment: str = EXPERIMENT) -> dict:
+                  store_fp: str | None = None, experiment: str = EXPERIMENT) -> dict:
     """The latest finished run of a (model, stockset, seed) cell: {run_id, experiment_id, metrics}.
 
-    data_fp: restrict to runs on that data fingerprint (tag `data_fingerprint`)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(settings.mlflow_uri)
+    store_fp: restrict to runs on that tensor store (tag `store_fingerprint`)."""
+    client = _client(settings)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise LookupError(f"no MLflow experiment {experiment!r} at {settings.mlflow_uri}")
     filt = (f"tags.model = '{_q(model)}' and tags.stockset = '{_q(stockset)}' "
             f"and tags.seed = '{int(seed)}' and attributes.status = 'FINISHED'")
-    if data_fp:
-        filt += f" and tags.data_fingerprint = '{_q(data_fp)}'"
+    if store_fp:
+        filt += f" and tags.store_fingerprint = '{_q(store_fp)}'"
     runs = client.search_runs([exp.experiment_id], filt, order_by=["attributes.start_time DESC"],
                               max_results=1)
     if not runs:
@@ -110,13 +159,79 @@ def find_cell_run(settings: Settings, model: str, stockset: str, seed: int,
             "metrics": dict(r.data.metrics)}
 
 
+def finished_runs(settings: Settings, experiment: str = EXPERIMENT) -> list[dict] | None:
+    """Finished runs of `experiment`, newest first, as {run_id, start, tags, metrics}; None when
+    the experiment does not exist."""
+    client = _client(settings)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=5000)
+    return [{"run_id": r.info.run_id, "start": r.info.start_time, "tags": dict(r.data.tags),
+             "metrics": dict(r.data.metrics)} for r in runs]
+
+
+def log_report(settings: Settings, experiment: str, tags: dict[str, str],
+               metrics: dict[str, float], files) -> str:
+    """A run named `report` in `experiment` holding the report's files; returns its id."""
+    import mlflow
+
+    exp_id = setup(settings, experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
+        mlflow.set_tags({"kind": "report", **tags})
+        log_metrics(metrics)
+        log_files(files)
+        return run.info.run_id
+
+
+def log_next_day(settings: Settings, path: Path, signal_date: str) -> str:
+    """The next-day predictions file as a run of `PREDICTIONS_EXPERIMENT`; returns its id."""
+    import mlflow
+
+    exp_id = setup(settings, PREDICTIONS_EXPERIMENT)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"next-day {signal_date}") as run:
+        mlflow.set_tags({"kind": "next-day-predictions", "signal_date": signal_date})
+        mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
+# ---------------------------------------------------------------- the model registry
+def registered_versions(settings: Settings, model: str) -> dict:
+    """run_id -> registered version of `model` (one registry query)."""
+    return {mv.run_id: mv for mv in _client(settings).search_model_versions(f"name='{_q(model)}'")}
+
+
+def champion_version(settings: Settings, model: str):
+    """The registered model version carrying the `champion` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client(settings).get_model_version_by_alias(model, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def set_champion(settings: Settings, model: str, version: str) -> None:
+    _client(settings).set_registered_model_alias(model, CHAMPION, version)
+
+
+def tag_version(settings: Settings, model: str, version: str, run_id: str,
+                tags: dict[str, str]) -> None:
+    """The same tags on a registered version and on the run that made it."""
+    client = _client(settings)
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+        client.set_model_version_tag(model, version, k, v)
+
+
 def _q(s: str) -> str:
     """Quote a value for an MLflow filter string (names come from our own registry/config)."""
     return str(s).replace("'", "")
 
 
 def pip_requirements() -> list[str]:
-    """Explicit requirements for the logged model (inferring them costs ~6 s)."""
+    """Explicit requirements for the logged model (MLflow's inference of them takes seconds)."""
     from importlib.metadata import version
 
     return [f"torch=={version('torch').split('+')[0]}", f"mlflow=={version('mlflow')}",
@@ -154,21 +269,17 @@ def pack_input(x: np.ndarray, market: np.ndarray) -> np.ndarray:
     return np.concatenate([x, m], axis=-1).astype(np.float32)
 
 
-def log_model(model, model_name: str, d_feat: int, d_market: int, overrides: dict,
-              window: int, example: np.ndarray, register: bool = True) -> str | None:
+def log_model(model, state: dict, example: np.ndarray, register: bool = True) -> str | None:
     """Log the trained model twice: as an MLflow model (pickled, with an input example and
-    explicit pip requirements, registered under `model_name`) and as a plain state_dict
-    artifact that `load_state_model` rebuilds without pickles. Returns the model URI.
+    explicit pip requirements, registered under its model name) and as the plain state
+    (`pipeline.models.model_state`) that `load_model_state` reads back without pickles.
+    Returns the model URI.
 
     The pickle format is used because torch.export (MLflow's pt2 default) cannot trace the
     data-dependent top-k routing and masking of several models."""
     import mlflow
     import torch
 
-    model = model.cpu().eval()
-    state = {"model_name": model_name, "d_feat": d_feat, "d_market": d_market,
-             "overrides": overrides, "window": window,
-             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / Path(STATE_ARTIFACT).name
         torch.save(state, p)
@@ -176,30 +287,25 @@ def log_model(model, model_name: str, d_feat: int, d_market: int, overrides: dic
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    serving = _serving_model()(model, d_feat).eval()
+    d_feat, d_market = state["d_feat"], state["d_market"]
+    serving = _serving_model()(model.cpu().eval(), d_feat).eval()
     # Any number of days and stocks: only T and D + M are fixed (inference would fix N too).
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, window, d_feat + d_market))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, state["window"], d_feat + d_market))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]))
     info = mlflow.pytorch.log_model(
         serving, name="model", input_example=example, signature=signature,
         pip_requirements=pip_requirements(),
         serialization_format="pickle",
-        registered_model_name=model_name if register else None)
+        registered_model_name=state["model_name"] if register else None)
     return info.model_uri
 
 
-def load_state_model(settings: Settings, run_id: str):
-    """Rebuild a run's model from its state_dict artifact (eval mode, CPU)."""
+def load_model_state(settings: Settings, run_id: str) -> dict:
+    """The state a run logged with `log_model` (rebuild it with `pipeline.models.model_from_state`)."""
     import mlflow
     import torch
 
-    from pipeline.models import create_model
-
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=STATE_ARTIFACT,
                                                tracking_uri=settings.mlflow_uri)
-    st = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_model(st["model_name"], d_feat=st["d_feat"], d_market=st["d_market"],
-                         **st["overrides"])
-    model.load_state_dict(st["state_dict"])
-    return model.eval()
+    return torch.load(path, map_location="cpu", weights_only=False)

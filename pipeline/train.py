@@ -1,4 +1,5 @@
-"""One training loop for every model: `fit` (early stopping, checkpoints, resume) and `predict`.
+"""One training loop for every model: `fit` (early stopping, checkpoints, resume), and scoring
+with a trained model: `score_loader` (a loader's days), `score_days` (any days of a store).
 
 The model contract (pipeline/models): `model(x (B,N,T,D), mask (B,N), market (B,T,M) | None)
 -> (scores (B,N), aux scalar)`. Loaders yield `pipeline.loader.Batch`. Nothing here knows about
@@ -25,8 +26,8 @@ import pandas as pd
 import torch
 
 from pipeline.config import TrainConfig
+from pipeline.evaluation.ic import ic_metrics
 from pipeline.losses import total_loss
-from pipeline.metrics import ic_metrics
 
 CHECKPOINT = "last.pt"
 
@@ -106,20 +107,34 @@ def _evaluate(model, loader, device, bf16=False, store=None):
     return df, mean_usage
 
 
-def predict(model, loader, device: str | torch.device = "cpu", bf16: bool = False,
-            store=None) -> pd.DataFrame:
-    """One row per (day, member): day_idx, inst_idx, score, label (NaN = no label).
-
-    With `store`, also `date` and `instrument` (first columns).
+def score_loader(model, loader, device: str | torch.device = "cpu", bf16: bool = False,
+                 store=None) -> pd.DataFrame:
+    """The model's scores on every day of `loader`: one row per (day, member) with day_idx,
+    inst_idx, score, label (NaN = no label). With `store`, also `date` and `instrument` (first
+    columns).
     """
-    return predict_with_usage(model, loader, device, bf16, store)[0]
+    return score_loader_with_usage(model, loader, device, bf16, store)[0]
 
 
-def predict_with_usage(model, loader, device: str | torch.device = "cpu", bf16: bool = False,
-                       store=None) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """`predict`, plus the mean routing weight per expert (G, E) over the same members (None if
-    the model does not route): one pass gives a MIGA run its test scores and expert usage."""
+def score_loader_with_usage(model, loader, device: str | torch.device = "cpu", bf16: bool = False,
+                            store=None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """`score_loader`, plus the mean routing weight per expert (G, E) over the same members (None
+    if the model does not route): one pass gives a MIGA run its test scores and expert usage."""
     return _evaluate(model, loader, torch.device(device), bf16, store)
+
+
+def score_days(model, store, stockset: str, days, device="cpu", batch_days: int = 16) -> pd.DataFrame:
+    """Scores of `model` for the members of `stockset` on the given store day indices (the
+    champion's comparison window, the next-day predictions).
+
+    Returns date, instrument, score, label (NaN where the label is not known yet).
+    """
+    from pipeline.loader import DayLoader
+
+    loader = DayLoader(store, "test", stockset, batch_days=batch_days, device=device,
+                       days=np.asarray(days, dtype=np.int64))
+    df = score_loader(model.to(device), loader, device, store=store)
+    return df[["date", "instrument", "score", "label"]]
 
 
 def expert_usage(model, loader, device: str | torch.device = "cpu") -> np.ndarray | None:

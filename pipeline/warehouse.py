@@ -1,17 +1,58 @@
-"""DuckDB warehouse access and the SQL files in `sql/`.
+"""The one door to the DuckDB warehouse, and the SQL files in `sql/`.
+
+`open_warehouse(settings)` is how every module opens `MIGA_HOME/warehouse.duckdb`: one place
+sets the memory limit, the spill folder (inside the home folder, never /tmp), the threads and
+read-only access, so no two callers drift apart.
 
 SQL lives in `sql/<name>.sql`, one statement per file, run with bound `$name` parameters.
-Where an identifier must vary (a table name), it is checked against a known list first.
+Where an identifier must vary (a table name), it is checked against a known list first; the
+few such statements are the helpers at the end of this module.
 """
 from __future__ import annotations
 
+import sys
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
 
+from pipeline.errors import MigaError
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MEMORY_LIMIT = "3GB"   # DuckDB's own memory: the rest of the machine is for numpy and torch
+
+
+def open_warehouse(settings, read_only: bool = False, *, create: bool = False,
+                   memory_limit: str = MEMORY_LIMIT, threads: int | None = None,
+                   keep_insertion_order: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse of `settings` (a MigaError when it does not exist, unless `create`).
+
+    keep_insertion_order=False lets DuckDB reorder a bulk insert (the ingest's wide tables:
+    order is restored by the keys). DuckDB's progress bar shows only on a terminal."""
+    path = Path(settings.warehouse)
+    if not path.exists() and (read_only or not create):
+        raise MigaError(f"no warehouse at {path}: run `miga ingest --data DIR` first")
+    settings.ensure()
+    config = {"memory_limit": memory_limit,
+              "temp_directory": str(settings.tmp_dir / "duckdb"),
+              "preserve_insertion_order": str(keep_insertion_order).lower()}
+    if threads:
+        config["threads"] = str(threads)
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    con.execute("SET enable_progress_bar = " + ("true" if sys.stderr.isatty() else "false"))
+    return con
+
+
+@contextmanager
+def warehouse(settings, read_only: bool = False, **kw) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`open_warehouse` as a context manager: the connection is closed on the way out."""
+    con = open_warehouse(settings, read_only=read_only, **kw)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def sql_text(name: str) -> str:
@@ -22,38 +63,50 @@ def sql_text(name: str) -> str:
     return path.read_text()
 
 
-def connect(db_path: str | Path, read_only: bool = False, threads: int | None = None,
-            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse; the parent folder must exist unless read_only."""
-    db_path = Path(db_path)
-    if read_only and not db_path.exists():
-        raise FileNotFoundError(f"no warehouse at {db_path}: run `miga ingest --data DIR` first")
-    config: dict[str, str] = {}
-    if threads:
-        config["threads"] = str(threads)
-    if memory_limit:
-        config["memory_limit"] = memory_limit
-    return duckdb.connect(str(db_path), read_only=read_only, config=config)
-
-
-@contextmanager
-def warehouse(db_path: str | Path, read_only: bool = False, **kw) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(db_path, read_only=read_only, **kw)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None):
     """Execute `sql/<name>.sql` with bound parameters; returns the connection's result."""
     return con.execute(sql_text(name), params or {})
 
 
+def query_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None):
+    """`sql/<name>.sql` as a DuckDB relation: Arrow output without the DB-API result's copy."""
+    return con.sql(sql_text(name), params=params or None)
+
+
+def first_row(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None):
+    """The first row of `sql/<name>.sql`, or None (the result is consumed: DuckDB refuses new
+    work on an unfinished one)."""
+    rows = run_sql(con, name, params).fetchall()
+    return rows[0] if rows else None
+
+
+def warehouse_id(settings) -> str:
+    """The warehouse's identity, created with the file: cache keys use it so that a deleted and
+    recreated warehouse is never mistaken for the old one."""
+    with warehouse(settings, create=True) as con:
+        run_sql(con, "warehouse/create_meta")
+        run_sql(con, "warehouse/init_meta", {"id": uuid.uuid4().hex})
+        return first_row(con, "warehouse/get_meta")[0]
+
+
+# ---------------------------------------------------------------- identifier-checked helpers
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = $t", {"t": table}
-    ).fetchall()[0][0])
+    return bool(first_row(con, "warehouse/table_exists", {"t": table})[0])
+
+
+def _checked(table: str, known: tuple[str, ...]) -> str:
+    if table not in known:
+        raise ValueError(f"unknown table {table!r}; expected one of {known}")
+    return table
+
+
+def columns(con: duckdb.DuckDBPyConnection, table: str, known: tuple[str, ...]) -> list[str]:
+    """Column names of `table` (one of `known`), in order."""
+    return [r[0] for r in con.execute(f"DESCRIBE {_checked(table, known)}").fetchall()]
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, table: str, known: tuple[str, ...]) -> int:
+    return con.execute(f"SELECT count(*) FROM {_checked(table, known)}").fetchall()[0][0]
 
 
 def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str, known: tuple[str, ...]) -> str:
@@ -61,21 +114,8 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str, known: tuple[s
 
     `table` must be one of `known` (identifiers are never taken from user input unchecked).
     """
-    if table not in known:
-        raise ValueError(f"unknown table {table!r}; expected one of {known}")
+    _checked(table, known)
     if not table_exists(con, table):
         return "absent"
     n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {table} t").fetchall()[0]
     return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-def warehouse_id(db_path: str | Path) -> str:
-    """The warehouse's identity, created with the file: cache keys use it so that a deleted and
-    recreated warehouse is never mistaken for the old one."""
-    import uuid
-
-    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    with warehouse(db_path) as con:
-        run_sql(con, "warehouse/create_meta")
-        run_sql(con, "warehouse/init_meta", {"id": uuid.uuid4().hex})
-        return run_sql(con, "warehouse/get_meta").fetchall()[0][0]

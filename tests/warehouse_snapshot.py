@@ -4,12 +4,12 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.settings import Settings
-from pipeline.warehouse import connect
+from pipeline.warehouse import open_warehouse
 
 
 def snapshot(settings: Settings, tables: tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """Each existing table of `tables`, sorted, so contents compare regardless of row order."""
-    con = connect(settings.warehouse, read_only=True)
+    con = open_warehouse(settings, read_only=True)
     try:
         names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         # identifiers come from the tests' own constant tuples, never from data

@@ -24,7 +24,8 @@ import duckdb
 from pipeline.data.validate import TableValidation, validate
 from pipeline.errors import DataError
 from pipeline.settings import Settings
-from pipeline.warehouse import run_sql, table_exists, table_fingerprint
+from pipeline.warehouse import (MEMORY_LIMIT, columns, count_rows, open_warehouse, run_sql,
+                                table_exists, table_fingerprint)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ FILES = {"prices": "daily.parquet", "membership": "membership.parquet",
          "index_prices": "index.parquet", "feature_panel": "features.parquet"}
 REQUIRED = ("prices", "membership", "index_prices")
 INPUT_TABLES = tuple(FILES)
+SOURCES = tuple(f"src_{t}" for t in FILES) + ("stage_feature_panel",)   # the ingest's own views
 
 
 @dataclass
@@ -60,9 +62,9 @@ class IngestReport:
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """A short hash of the content of every input table; changes whenever any of them does.
 
-    prices, membership and index_prices are hashed live (~0.2 s for 7.25M rows). The wide
-    feature_panel (seconds to minutes to scan) is hashed once by the ingest that writes it
-    and read back from `ingest_log`; only ingest writes input tables."""
+    prices, membership and index_prices are hashed live (a fraction of a second for the shared
+    data). The wide feature_panel (seconds to minutes to scan) is hashed once by the ingest that
+    writes it and read back from `ingest_log`; only ingest writes input tables."""
     return _combine(con, _feature_fingerprint(con))
 
 
@@ -75,9 +77,9 @@ def _combine(con: duckdb.DuckDBPyConnection, feature_fp: str) -> str:
 def _feature_fingerprint(con: duckdb.DuckDBPyConnection, live: bool = False) -> str:
     if not table_exists(con, "feature_panel"):
         return "absent"
-    cols = ",".join(r[0] for r in con.execute("DESCRIBE feature_panel").fetchall())
+    cols = ",".join(columns(con, "feature_panel", INPUT_TABLES))
     if not live and table_exists(con, "ingest_log"):
-        rows = con.execute("SELECT count(*) FROM feature_panel").fetchall()[0][0]
+        rows = count_rows(con, "feature_panel", INPUT_TABLES)
         hit = run_sql(con, "ingest/last_feature_fingerprint", {"rows": rows}).fetchall()
         if hit:
             return hit[0][0]
@@ -85,21 +87,11 @@ def _feature_fingerprint(con: duckdb.DuckDBPyConnection, live: bool = False) -> 
     return hashlib.sha256(f"{cols};{content}".encode()).hexdigest()[:16]
 
 
-def _open_connection(settings: Settings, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    # Spill to the home folder (not /tmp) and cap memory: the wide panel is bigger than RAM.
-    con = duckdb.connect(str(settings.warehouse), config={
-        "memory_limit": memory_limit, "temp_directory": str(settings.tmp_dir / "duckdb"),
-        "preserve_insertion_order": "false"})
-    # DuckDB's own bar shows progress of long scans on a terminal; keep logs clean otherwise.
-    con.execute("SET enable_progress_bar = " + ("true" if sys.stderr.isatty() else "false"))
-    return con
-
-
 def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     """Open `path` as the view src_<table>; unreadable files become DataError."""
     try:
         con.read_parquet(str(path)).create_view(f"src_{table}", replace=True)
-        con.execute(f"SELECT count(*) FROM src_{table}").fetchall()[0]
+        count_rows(con, f"src_{table}", SOURCES)
     except duckdb.Error as e:
         raise DataError(f"{path}: expectation 'readable parquet' failed ({type(e).__name__}: "
                         f"{str(e).splitlines()[0]}). Re-export it as parquet.",
@@ -118,8 +110,8 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
 def _check_feature_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if not table_exists(con, "feature_panel"):
         return
-    have = [r[0] for r in con.execute("DESCRIBE feature_panel").fetchall()]
-    new = [r[0] for r in con.execute("DESCRIBE stage_feature_panel").fetchall()]
+    have = columns(con, "feature_panel", INPUT_TABLES)
+    new = columns(con, "stage_feature_panel", SOURCES)
     if sorted(have) != sorted(new):
         diff = sorted(set(have) ^ set(new))
         raise DataError(f"{path}: expectation 'same feature columns as feature_panel' failed: "
@@ -128,7 +120,7 @@ def _check_feature_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                         expectation="same feature columns as feature_panel", count=len(diff))
 
 
-def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
+def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
            gx: str = "failures") -> IngestReport:
     """Validate the folder's parquet files and upsert them into the warehouse (atomically).
 
@@ -147,7 +139,10 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
                             f"{', '.join(FILES[t] for t in REQUIRED)} (features.parquet optional)",
                             file=str(p), expectation="file exists")
     settings.ensure()
-    con = _open_connection(settings, memory_limit)
+    # Spill to the home folder and cap memory (the wide panel is bigger than RAM); the keys, not
+    # the insertion order, order the tables.
+    con = open_warehouse(settings, create=True, memory_limit=memory_limit,
+                         keep_insertion_order=False)
     steps = tqdm(total=2 * len(paths) + 1, desc="ingest", unit="step", file=sys.stderr,
                  disable=None, leave=False)
     timings: dict[str, float] = {}
@@ -185,7 +180,7 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = "3GB",
             steps.update()
         mark("upsert")
         run_sql(con, "ingest/create_ingest_log")
-        totals = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in paths}
+        totals = {t: count_rows(con, t, INPUT_TABLES) for t in paths}
         feat_fp = _feature_fingerprint(con, live="feature_panel" in paths)
         fp = _combine(con, feat_fp)
         run_sql(con, "ingest/insert_ingest_log", {

@@ -297,7 +297,7 @@ def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
              for sig in INFORMATIVE[:d]}
     schema = pa.schema([("date", pa.timestamp("ms")), ("instrument", pa.string())]
                        + [(c, pa.float32()) for c in names])
-    # Noise does not compress: writing it uncompressed is ~2x faster at the same size.
+    # Noise does not compress: compressing it costs time and saves no space.
     with pq.ParquetWriter(path, schema, compression="none", use_dictionary=["instrument"]) as writer:
         starts = range(0, len(ti), rows_per_group)
         for k, lo in enumerate(tqdm(starts, desc="features.parquet", unit="group", file=sys.stderr,

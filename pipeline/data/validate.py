@@ -123,7 +123,7 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
             if checks[i] is None and e["type"] != "expect_compound_columns_to_be_unique":
                 preds[i] = predicate(e, f"p{i}", row_types, sql_params, params)
         if preds:
-            aggs = ", ".join(f"count_if({p})" for p in preds.values())  # FILTER is ~50x slower here
+            aggs = ", ".join(f"count_if({p})" for p in preds.values())  # count_if: FILTER is much slower here
             counts = con.execute(f"SELECT {aggs} FROM {rows_rel}", sql_params).fetchall()[0]
             for (i, pred), n in zip(preds.items(), counts):
                 checks[i] = CheckResult(exps[i]["type"], exps[i]["kwargs"], int(n))
@@ -147,8 +147,8 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
 
 def _gx_selection(exps: list[dict], checks: list[CheckResult]) -> list[dict]:
     """Expectations GX re-runs on the evidence: all named ones, every failed one, and the
-    feature-column templates of the first `GX_FEATURE_COLUMNS` columns (GX costs ~30 ms per
-    expectation; 626 features x 3 would take a minute, the SQL scan already covered them)."""
+    feature-column templates of the first `GX_FEATURE_COLUMNS` columns (GX's cost is per
+    expectation, 626 features x 3 would take long, and the SQL scan already covered them)."""
     seen, out = set(), []
     for e, c in zip(exps, checks):
         col = e["kwargs"].get("column")
@@ -246,15 +246,15 @@ def validate_warehouse(settings: Settings, gx: str = "always") -> WarehouseValid
 
     Every row is always checked (the suites compiled to SQL); gx="always" also runs GX itself on
     the evidence rows for the official report, gx="failures" only when a check fails (the flow,
-    right after an ingest that validated the same rows, skips GX's ~3 s fixed cost)."""
-    from pipeline.warehouse import connect, table_exists
+    right after an ingest that validated the same rows, skips GX's fixed start-up cost)."""
+    from pipeline.warehouse import open_warehouse, table_exists
 
     if not settings.warehouse.exists():
         raise DataError(f"no warehouse at {settings.warehouse}: run `miga ingest --data DIR` first",
                         file=str(settings.warehouse))
     from tqdm import tqdm
 
-    con = connect(settings.warehouse, read_only=True)
+    con = open_warehouse(settings, read_only=True)
     try:
         out = []
         for table in tqdm(TABLES, desc="validate", file=sys.stderr, disable=None, leave=False):

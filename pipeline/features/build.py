@@ -7,8 +7,9 @@ of the prices up to that date. On the next run:
     read with its previous 61 rows so every 60-day window is complete; labels from the last 2
     labelled days on (they looked at days that had not arrived);
   - different hash (history rewritten)  -> rebuild.
-Alpha158 runs in statements of up to BATCH_ROWS rows (whole stocks); MEMORY_LIMIT bounds DuckDB's memory.
-When the warehouse holds `feature_panel`, `features` is a view on it instead.
+Alpha158 runs in statements of up to BATCH_ROWS rows (whole stocks); the warehouse's memory
+limit (`pipeline.warehouse.MEMORY_LIMIT`) bounds DuckDB's memory. When the warehouse holds
+`feature_panel`, `features` is a view on it instead.
 """
 from __future__ import annotations
 
@@ -18,24 +19,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 
-import duckdb
-
 from pipeline.errors import MigaError
 from pipeline.features.alpha158 import LOOKBACK_ROWS
-from pipeline.warehouse import connect, run_sql, sql_text, table_exists
+from pipeline.warehouse import (count_rows, first_row, open_warehouse, run_sql, sql_text,
+                                table_exists, table_fingerprint)
 
 log = logging.getLogger(__name__)
 
 EPOCH = date(1900, 1, 1)
-# rows read per Alpha158 statement. Stocks are packed into statements by the rows each needs, so
-# an extend by a few days (~62 rows a stock) is one statement: each statement costs ~0.3 s to
-# plan, and 11 of them were half of a one-day extend. MEMORY_LIMIT bounds DuckDB's memory at any
-# size (a full build peaks at 3.2 GB RSS from 1M to 8M rows a statement), so the size trades the
-# per-statement cost against spilling, which starts above ~4M rows here: the full shared panel
-# builds ~4% faster at 3M than at 1M (figures in benchmarks/bench_features.py's docstring).
+# Rows read per Alpha158 statement. Stocks are packed into statements by the rows each needs, so
+# an extend by a few days (61 lookback rows a stock) is one statement: planning a statement has
+# a fixed cost that would otherwise dominate a one-day extend. The warehouse's memory limit
+# bounds DuckDB's memory at any size, so the size trades that fixed cost against spilling, which
+# starts above a few million rows (figures in benchmarks/bench_features.py's docstring).
 BATCH_ROWS = 3_000_000
-MEMORY_LIMIT = "3GB"
-_TARGETS = ("features", "features_new", "labels", "labels_new")
+_TARGETS = ("features", "features_new", "labels", "labels_new", "market_features")
 
 
 @dataclass
@@ -57,16 +55,6 @@ class FeatureBuildSummary:
         return "\n".join(lines)
 
 
-def open_warehouse(settings) -> duckdb.DuckDBPyConnection:
-    if not settings.warehouse.exists():
-        raise MigaError(f"no warehouse at {settings.warehouse}: run `miga ingest --data DIR` first")
-    settings.ensure()
-    con = connect(settings.warehouse, memory_limit=MEMORY_LIMIT)
-    con.execute("SET enable_progress_bar = false")
-    con.execute("SET temp_directory = $d", {"d": str(settings.tmp_dir / "duckdb")})
-    return con
-
-
 def build_features(settings, config=None, force: bool = False,
                    batch_rows: int = BATCH_ROWS) -> FeatureBuildSummary:
     """Build or extend `features`, `labels` and `market_features`; a no-op when unchanged."""
@@ -76,7 +64,7 @@ def build_features(settings, config=None, force: bool = False,
             if not table_exists(con, t):
                 raise MigaError(f"warehouse table {t} is missing: run `miga ingest` first")
         run_sql(con, "features/create_feature_builds")
-        last = run_sql(con, "features/prices_last_date").fetchall()[0][0]
+        last = first_row(con, "features/prices_last_date")[0]
         if last is None:
             raise MigaError("table prices is empty: nothing to build features from")
         summary = FeatureBuildSummary()
@@ -94,21 +82,15 @@ def _source(kind: str, sql_name: str) -> str:
     return f"{kind}:{digest}"
 
 
-def _first(cur):
-    """First row or None, consuming the result (DuckDB 2.0 refuses new work on an unfinished one)."""
-    rows = cur.fetchall()
-    return rows[0] if rows else None
-
-
 def prices_prefix_fp(con, until) -> str:
     """Row count and hash of `prices` up to `until`: equal means that history is unchanged."""
-    n, h = run_sql(con, "features/prices_prefix_fingerprint", {"until": until}).fetchall()[0]
+    n, h = first_row(con, "features/prices_prefix_fingerprint", {"until": until})
     return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def _plan(con, name: str, source: str, last, force: bool) -> tuple[str, date]:
     """("unchanged" | "extend" | "rebuild", dates after which to compute)."""
-    row = _first(run_sql(con, "features/get_feature_build", {"name": name}))
+    row = first_row(con, "features/get_feature_build", {"name": name})
     if force or row is None or row[0] != source or not table_exists(con, name):
         return "rebuild", EPOCH
     _, built_last, fp = row
@@ -126,14 +108,12 @@ def _record(con, name, source, last, rows, seconds) -> None:
 
 
 def _table_type(con, name: str) -> str | None:
-    row = _first(run_sql(con, "features/table_type", {"name": name}))
+    row = first_row(con, "features/table_type", {"name": name})
     return row[0] if row else None
 
 
 def _count(con, table: str) -> int:
-    if table not in _TARGETS + ("market_features",):
-        raise ValueError(table)
-    return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    return count_rows(con, table, _TARGETS)
 
 
 def _stock_batches(stock_rows, batch_rows: int) -> list[list[str]]:
@@ -151,7 +131,7 @@ def _stock_batches(stock_rows, batch_rows: int) -> list[list[str]]:
 def _features(con, last, force, batch_rows, summary) -> None:
     t0 = time.perf_counter()
     if table_exists(con, "feature_panel"):
-        row = _first(run_sql(con, "features/get_feature_build", {"name": "features"}))
+        row = first_row(con, "features/get_feature_build", {"name": "features"})
         if not force and row and row[0] == "feature_panel" and _table_type(con, "features") == "VIEW":
             summary.add("features", "unchanged (feature_panel)", 0, 0.0)
             return
@@ -209,7 +189,7 @@ def _labels(con, last, force, summary) -> None:
         con.execute("CREATE OR REPLACE TABLE labels AS " + query, {"after": EPOCH})
         rows = _count(con, "labels")
     else:
-        after = run_sql(con, "features/label_recompute_from", {"last_date": built_last}).fetchall()[0][0]
+        after = first_row(con, "features/label_recompute_from", {"last_date": built_last})[0]
         con.execute("BEGIN TRANSACTION")
         run_sql(con, "features/delete_labels_after", {"after": after})
         before = _count(con, "labels")
@@ -224,10 +204,9 @@ def _labels(con, last, force, summary) -> None:
 def _market(con, last, force, summary) -> None:
     # Tiny (a few indices x days): rebuilt whenever prices or index levels changed.
     t0 = time.perf_counter()
-    from pipeline.warehouse import table_fingerprint
     fp = "|".join((table_fingerprint(con, "index_prices", ("index_prices",)), prices_prefix_fp(con, last),
                    _source("sql", "features/market_features")))
-    row = _first(run_sql(con, "features/get_feature_build", {"name": "market_features"}))
+    row = first_row(con, "features/get_feature_build", {"name": "market_features"})
     if not force and row and row[2] == fp and table_exists(con, "market_features"):
         summary.add("market_features", "unchanged", 0, 0.0)
         return

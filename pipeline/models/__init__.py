@@ -87,4 +87,22 @@ def _factory(name: str):
 # The registry: name -> factory(d_feat, d_market=0, **overrides) -> nn.Module.
 MODELS: dict[str, Any] = {name: _factory(name) for name in _SPECS}
 
-__all__ = ["MODELS", "ModelConfigError", "create_model", "model_config"]
+
+def model_state(model, name: str, d_feat: int, d_market: int, overrides: dict,
+                window: int) -> dict:
+    """A trained model as plain data: its state_dict (CPU tensors) and how to rebuild it."""
+    return {"model_name": name, "d_feat": d_feat, "d_market": d_market,
+            "overrides": dict(overrides), "window": window,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def model_from_state(state: dict):
+    """The model that `model_state` describes, rebuilt and loaded (eval mode, CPU)."""
+    model = create_model(state["model_name"], d_feat=state["d_feat"], d_market=state["d_market"],
+                         **state["overrides"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+__all__ = ["MODELS", "ModelConfigError", "create_model", "model_config", "model_from_state",
+           "model_state"]

@@ -43,7 +43,8 @@ class DepthwiseConvBN(nn.Module):
 
     For a length-5 window the conv is, per channel, an L x L banded (Toeplitz) matrix built
     from the k taps; one einsum with it is the same maths as nn.Conv1d(groups=K, padding=k//2)
-    and ~5x faster on CPU than the depthwise convolution kernel at these shapes.
+    and faster on CPU than the depthwise convolution kernel at these shapes, where the kernel's
+    fixed cost dominates (figures in benchmarks/bench_models.py).
     """
 
     def __init__(self, channels: int, kernel: int):
@@ -65,8 +66,8 @@ class DepthwiseConvBN(nn.Module):
 class GroupedFFN(nn.Module):
     """Two grouped linear maps with GELU, one weight set per group: (b, G, c) -> (b, G, c).
 
-    Same maths as the reference's 1x1 grouped Conv1d pair; as einsums on (b, G, c) they run
-    ~2x faster on CPU than grouped convolutions over a length-5 axis.
+    Same maths as the reference's 1x1 grouped Conv1d pair; as einsums on (b, G, c) they avoid
+    the grouped-convolution kernel's overhead on a length-5 axis (figures in bench_models.py).
     """
 
     def __init__(self, groups: int, c: int, ratio: int, drop: float):

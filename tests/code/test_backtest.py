@@ -5,7 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.backtest import add_index, index_returns, portfolio_metrics, portfolio_returns, risk
+from pipeline.config import load_config
+from pipeline.evaluation.portfolio import add_index, index_returns, portfolio_metrics, portfolio_returns, risk
+
+COSTS = {"buy_cost": load_config().backtest.buy_cost, "sell_cost": load_config().backtest.sell_cost}
 
 
 def _day(date, scores, labels):
@@ -39,7 +42,7 @@ def test_top_and_bottom_portfolios_and_costs():
 
 def test_unlabelled_stocks_are_not_held_and_small_days_hold_one():
     day = _day("2020-01-02", [5.0, 4.0, 3.0, 2.0], [np.nan, 0.02, 0.01, -0.01])
-    r = portfolio_returns(day, top_frac=0.05)
+    r = portfolio_returns(day, top_frac=0.05, **COSTS)
     assert r["k"].iloc[0] == 1 and r["n"].iloc[0] == 3
     assert r["long"].iloc[0] == pytest.approx(0.02)       # S0 has no label: never held
     assert r["short"].iloc[0] == pytest.approx(-0.01)
@@ -69,7 +72,7 @@ def test_portfolio_metrics_keys_and_index_excess():
     rng = np.random.default_rng(1)
     frames = [_day(d, rng.normal(size=40), rng.normal(0.001, 0.02, 40))
               for d in pd.bdate_range("2020-01-01", periods=30)]
-    r = portfolio_returns(pd.concat(frames))
+    r = portfolio_returns(pd.concat(frames), top_frac=load_config().backtest.top_frac, **COSTS)
     ixr = pd.Series(0.001, index=r.index)
     r = add_index(r, ixr)
     m = portfolio_metrics(r, 238)

@@ -5,9 +5,11 @@ import mlflow
 from mlflow import MlflowClient
 
 from pipeline import tracking
-from pipeline.champion import challenge
+from pipeline.cell import run_cell
+from pipeline.champion import challenge, load_run_model
 from pipeline.config import load_config
-from pipeline.experiment import load_run_model, run_experiment
+from pipeline.grid import Cell
+from pipeline.models import model_state
 from tests.synthetic_store import make_store
 
 
@@ -19,7 +21,7 @@ def test_alias_moves_to_a_better_challenger_and_not_to_a_worse_one(settings, tmp
     store = make_store(tmp_path / "store", days=90)
     cfg = load_config("quick", overrides={"data": {"stocksets": ["large"]},
                                           "train": {"max_epochs": 3, "batch_days": 4}})
-    good = run_experiment(settings, cfg, "tcn", "large", 0, store=store, progress=False)
+    good = run_cell(settings, cfg, Cell("tcn", "large", 0), store=store, progress=False)
 
     # A worse model of the same kind: the trained one with its output sign flipped.
     bad_model = load_run_model(settings, good.run_id)
@@ -29,7 +31,7 @@ def test_alias_moves_to_a_better_challenger_and_not_to_a_worse_one(settings, tmp
                                   store.market[None, 10:15])
     tracking.setup(settings)
     with mlflow.start_run(experiment_id=good.experiment_id, run_name="worse") as run:
-        tracking.log_model(bad_model, "tcn", 6, 3, {}, 5, example, register=True)
+        tracking.log_model(bad_model, model_state(bad_model, "tcn", 6, 3, {}, 5), example, register=True)
         bad_id = run.info.run_id
 
     client = MlflowClient(settings.mlflow_uri)

@@ -54,3 +54,38 @@ def test_settings_do_nothing_until_ensure(tmp_path):
     s.ensure()
     assert s.home.is_dir() and s.warehouse.parent == s.home
     assert s.mlflow_uri.startswith("sqlite:///") and str(s.home) in s.mlflow_uri
+
+
+def test_the_documented_default_file_sets_every_field_and_nothing_else():
+    """configs/default.toml is the one home of the defaults: the dataclasses declare no values,
+    so the file must set every field, and `load_config` refuses a key the code does not know."""
+    import dataclasses
+    import tomllib
+
+    from pipeline.config import DEFAULT_CONFIG, Config, Segments
+
+    raw = tomllib.loads(DEFAULT_CONFIG.read_text())
+    cfg = load_config()
+    for f in dataclasses.fields(Config):
+        if f.name in ("segments", "models", "source"):
+            continue
+        cls = type(getattr(cfg, f.name))
+        assert set(raw[f.name]) == {g.name for g in dataclasses.fields(cls)}, f.name
+        for g in dataclasses.fields(cls):
+            assert g.default is dataclasses.MISSING and g.default_factory is dataclasses.MISSING, \
+                f"{cls.__name__}.{g.name} has a default in code: keep it in configs/default.toml"
+    embargo = next(g for g in dataclasses.fields(Segments) if g.name == "embargo_days")
+    assert embargo.default is dataclasses.MISSING
+    assert raw["segments"]["embargo_days"] == cfg.segments.embargo_days
+    assert raw["segments"]["preset"] in raw["presets"]
+
+
+def test_a_config_missing_a_key_is_refused():
+    import tomllib
+
+    from pipeline.config import DEFAULT_CONFIG, config_from_dict
+
+    raw = tomllib.loads(DEFAULT_CONFIG.read_text())
+    del raw["train"]["lr"]
+    with pytest.raises(ValueError, match="lr"):
+        config_from_dict(raw)

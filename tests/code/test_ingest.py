@@ -10,7 +10,7 @@ import pytest
 from pipeline.data.ingest import data_fingerprint, ingest
 from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.settings import Settings
-from pipeline.warehouse import connect
+from pipeline.warehouse import open_warehouse
 from tests.warehouse_snapshot import snapshot
 
 TABLES = ("prices", "membership", "index_prices", "feature_panel")
@@ -37,7 +37,7 @@ def test_ingest_creates_typed_tables(settings, folder):
     daily_rows = pq.read_metadata(folder / "daily.parquet").num_rows
     assert report.staged["prices"] == report.totals["prices"] == daily_rows
     assert "prices" in str(report) and report.fingerprint
-    con = connect(settings.warehouse, read_only=True)
+    con = open_warehouse(settings, read_only=True)
     types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
                              "WHERE table_name = 'prices'").fetchall())
     assert types["date"] == "DATE" and types["volume"] == "BIGINT" and types["close"] == "DOUBLE"
@@ -67,7 +67,7 @@ def test_later_days_are_added(settings, folder, tmp_path):
     split_by_date(folder, early, dates[59])
     ingest(settings, early)
     fp_early = ingest(settings, early).fingerprint
-    con = connect(settings.warehouse, read_only=True)
+    con = open_warehouse(settings, read_only=True)
     assert con.execute("SELECT max(date) FROM prices").fetchone()[0] == pd.Timestamp(dates[59]).date()
     con.close()
     full = ingest(settings, folder)
@@ -111,14 +111,14 @@ def test_fingerprint_follows_feature_values(settings, folder, tmp_path):
     pq.write_table(pa.Table.from_pandas(feats, preserve_index=False), changed / "features.parquet")
     second = ingest(settings, changed).fingerprint
     assert second != first
-    con = connect(settings.warehouse, read_only=True)
+    con = open_warehouse(settings, read_only=True)
     assert data_fingerprint(con) == second      # read back without rescanning the panel
     con.close()
     assert ingest(settings, folder).fingerprint == first
 
 
 def test_cli_synth_ingest_validate(tmp_path, capsys):
-    from pipeline.cli import main
+    from flows.cli import main
 
     home = str(tmp_path / "home")
     assert main(["synth", "--out", str(tmp_path / "d"), "--stocks", "20", "--days", "40"]) == 0

@@ -15,7 +15,7 @@ from pipeline.data.ingest import ingest
 from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.errors import DataError
 from pipeline.settings import Settings
-from pipeline.warehouse import connect
+from pipeline.warehouse import open_warehouse
 from tests.warehouse_snapshot import snapshot
 
 TABLES = ("prices", "membership", "index_prices", "feature_panel", "ingest_log")

@@ -20,7 +20,7 @@ def make_store(tmp_path):
 
 def test_batch_windows_line_up(tmp_path):
     a, st = make_store(tmp_path)
-    loader = DayLoader(st, "train", "csi300", batch_days=3, window=5)
+    loader = DayLoader(st, "train", "csi300", batch_days=3)
     batches = list(loader)
     assert len(loader) == len(batches) == 3
     seen = torch.cat([b.day_idx for b in batches]).tolist()

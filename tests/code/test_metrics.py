@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.metrics import daily_ic, ic_metrics
+from pipeline.evaluation.ic import daily_ic, ic_metrics
 
 
 def _pred(rows):

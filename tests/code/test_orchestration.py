@@ -5,7 +5,9 @@ import pytest
 
 from pipeline.champion import decide
 from pipeline.config import load_config
-from pipeline.grid import Cell, folder_signature, grid_cells, results_table, stable_key
+from flows.cache import folder_signature, stable_key
+from pipeline.grid import Cell, grid_cells
+from pipeline.report import results_table
 
 
 def test_grid_is_the_product_in_stable_order():

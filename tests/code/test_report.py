@@ -15,7 +15,7 @@ def _log_run(exp_id, model, stockset, seed, ic, fp="fpA", status="FINISHED"):
     import mlflow
 
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{model}/{stockset}/seed{seed}") as r:
-        mlflow.set_tags({"model": model, "stockset": stockset, "seed": str(seed), "data_fingerprint": fp})
+        mlflow.set_tags({"model": model, "stockset": stockset, "seed": str(seed), "store_fingerprint": fp})
         mlflow.log_metrics({"test_ic": ic, "test_icir": 10 * ic, "test_rank_ic": ic + 0.01,
                             "test_rank_icir": 10 * ic + 0.1, "long_only_ar": 3 * ic,
                             "long_only_ir": 30 * ic, "long_short_ar": 20 * ic, "long_short_ir": 100 * ic})
@@ -68,7 +68,7 @@ def test_tables_mean_std_over_seeds_average_and_bold(store_with_runs):
     assert "LSTM" not in t1 and "0.900" not in rep.markdown     # other fingerprint, superseded, failed
     t2 = rep.markdown.split("## Table 2")[1]
     assert _row(t2, "MIGA-Conv")[2] == "**0.16 (0.01)**"         # long-only AR = 3 x IC
-    assert rep.data_fingerprint == "fpA" and len(rep.runs) == 8
+    assert rep.store_fingerprint == "fpA" and len(rep.runs) == 8
     assert re.search(r"<b>0\.052 \(0\.003\)</b>", rep.html)
 
 
@@ -99,7 +99,7 @@ def test_report_without_runs_says_what_to_do(settings):
 
 
 def test_cli_report_prints_the_tables(store_with_runs, capsys):
-    from pipeline.cli import main
+    from flows.cli import main
 
     assert main(["--home", str(store_with_runs.home), "report"]) == 0
     out = capsys.readouterr().out

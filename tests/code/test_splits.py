@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.settings import Settings
-from pipeline.store import TensorStore, build_store, open_store
+from pipeline.store import TensorStore, build_store, current_store
 from tests.code.test_features import hand_made_prices, make_warehouse
 
 SEGMENTS = {"train": ["2016-01-04", "2016-04-29"], "valid": ["2016-05-02", "2016-06-15"],
@@ -105,7 +105,7 @@ def test_store_reused_while_inputs_unchanged(settings):
     mtime = (s1.root / "features.f32").stat().st_mtime_ns
     s2 = build_store(settings, config())
     assert s2.root == s1.root and (s2.root / "features.f32").stat().st_mtime_ns == mtime
-    assert open_store(settings, config()).fingerprint == s1.fingerprint
+    assert current_store(settings, config()).fingerprint == s1.fingerprint
     other = load_config(overrides={"segments": dict(SEGMENTS, embargo_days=3)})
     assert build_store(settings, other).fingerprint != s1.fingerprint
     assert "158 features" in s1.describe()

@@ -12,7 +12,7 @@ from pipeline.config import load_config
 from pipeline.data.ingest import ingest
 from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.settings import Settings
-from pipeline.features import store_build
+from pipeline.store import build as store_build
 from pipeline.store import TensorStore, build_store
 
 SPEC = SynthSpec(n_stocks=40, n_days=650, seed=5)   # train ends 2017-06-30 (day ~390)
@@ -159,14 +159,14 @@ def test_rewritten_history_rebuilds(settings, data_dirs, tmp_path):
 def test_a_grown_file_is_never_shared_twice(tmp_path):
     """Two stores extending the same base: the first links the base's file and grows it, the
     second must copy (cut to the base's days), or it would write into the first one's days."""
-    from pipeline.store import StoreWriter, _seg_dict
+    from pipeline.store.arrays import StoreWriter, as_segments
 
     days, n, d = 5, 3, 2
     base = np.memmap(tmp_path / "base.f32", dtype=np.float32, mode="w+", shape=(days, n, d))
     base[:] = 1.0
     base.flush()
     dates = np.arange("2020-01-01", "2020-01-08", dtype="datetime64[D]")
-    seg = _seg_dict({"train": ("2020-01-01", "2020-01-02"), "valid": ("2020-01-03", "2020-01-04"),
+    seg = as_segments({"train": ("2020-01-01", "2020-01-02"), "valid": ("2020-01-03", "2020-01-04"),
                      "test": ("2020-01-05", "2020-01-07"), "embargo_days": 0})
 
     def extend(name: str, value: float) -> StoreWriter:
@@ -202,8 +202,8 @@ def test_stores_no_build_can_use_are_pruned(settings, data_dirs, monkeypatch):
     (old / "meta.json").write_text(json.dumps({"static_key": "an older layout", "last_date": "2020-01-01"}))
     (old / "features.f32").write_bytes(b"\0" * 1024)
     # the feature SQL changes: the same config now builds under a new static key
-    real = store_build._sql_hash
-    monkeypatch.setattr(store_build, "_sql_hash", lambda: real() + "-edited")
+    real = store_build.sql_hash
+    monkeypatch.setattr(store_build, "sql_hash", lambda: real() + "-edited")
     second = build_store(settings, cfg)
     assert second.meta["static_key"] != first.meta["static_key"]
     assert second.meta["version"] == store_build.STORE_VERSION

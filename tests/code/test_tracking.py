@@ -27,13 +27,14 @@ def _config(epochs=2):
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """One finished MIGA run in a fresh home folder."""
-    from pipeline.experiment import run_experiment
+    from pipeline.cell import run_cell
+    from pipeline.grid import Cell
     from pipeline.settings import Settings
 
     home = tmp_path_factory.mktemp("mlhome") / "home"
     settings = Settings.from_env(home).ensure()
     store = make_store(home / "synthetic_store")
-    res = run_experiment(settings, _config(), "miga-conv", "all", 0, store=store, progress=False)
+    res = run_cell(settings, _config(), Cell("miga-conv", "all", 0), store=store, progress=False)
     return settings, store, res
 
 
@@ -55,7 +56,7 @@ def test_run_has_tags_params_and_curves(logged):
         settings.mlflow_artifacts.as_uri())
     t = run.data.tags
     assert (t["model"], t["stockset"], t["seed"]) == ("miga-conv", "all", "0")
-    assert t["data_fingerprint"] == store.fingerprint and t["git_commit"]
+    assert t["store_fingerprint"] == store.fingerprint and t["git_commit"]
     p = run.data.params
     assert p["train.lr"] == "0.002" and p["train.max_epochs"] == "2" and p["backtest.days_per_year"] == "238"
     assert p["models.miga-conv.groups"] == "2"
@@ -78,14 +79,14 @@ def test_run_has_tags_params_and_curves(logged):
 def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
     from mlflow import MlflowClient
 
-    from pipeline.experiment import evaluate
+    from pipeline.evaluation import evaluate
 
     settings, _, res = logged
     logged_m = MlflowClient(settings.mlflow_uri).get_run(res.run_id).data.metrics
     pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
     assert list(pred.columns) == ["date", "instrument", "score", "label", "segment"]
     assert set(pred["segment"]) == {"valid", "test"}
-    # independently of pipeline.metrics: scipy, one day at a time
+    # independently of pipeline.evaluation: scipy, one day at a time
     for seg in ("valid", "test"):
         part = pred[(pred.segment == seg) & pred.label.notna()].astype({"score": float, "label": float})
         ic = np.array([stats.pearsonr(g.score, g.label)[0] for _, g in part.groupby("date")])
@@ -102,7 +103,7 @@ def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
         top = g.sort_values(["score", "instrument"], ascending=[False, True]).head(k)
         ex.append(top.label.mean() - g.label.mean())
     assert logged_m["long_only_ar"] == pytest.approx(np.mean(ex) * 238, abs=1e-9)
-    recomputed, _, _ = evaluate(pred, _config())
+    recomputed, _, _ = evaluate(pred, _config().backtest)
     for key in FINAL:
         assert logged_m[key] == pytest.approx(recomputed[key], abs=1e-12), key
     assert logged_m["test_ic"] > 0.3                      # the planted signal was learned
@@ -112,7 +113,7 @@ def test_artifacts_and_registered_model(logged):
     import mlflow
     from mlflow import MlflowClient
 
-    from pipeline.experiment import load_run_model
+    from pipeline.champion import load_run_model
     from pipeline.tracking import pack_input
 
     settings, store, res = logged
@@ -131,10 +132,10 @@ def test_artifacts_and_registered_model(logged):
 
     # the state_dict artifact rebuilds the model: same test scores as logged
     from pipeline.loader import DayLoader
-    from pipeline.train import predict
+    from pipeline.train import score_loader
 
     model = load_run_model(settings, res.run_id)
-    again = predict(model, DayLoader(store, "test", "all", batch_days=8), store=store)
+    again = score_loader(model, DayLoader(store, "test", "all", batch_days=8), store=store)
     pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
     np.testing.assert_allclose(again["score"].to_numpy(),
                                pred.loc[pred.segment == "test", "score"].to_numpy(), rtol=1e-5, atol=1e-6)
@@ -170,7 +171,8 @@ def test_experiment_resumes_after_kill_with_the_same_run_and_metrics(settings, m
     from mlflow import MlflowClient
 
     from pipeline import tracking
-    from pipeline.experiment import run_experiment
+    from pipeline.cell import run_cell
+    from pipeline.grid import Cell
 
     store = make_store(settings.home / "synthetic_store")
     cfg = _config(epochs=3)
@@ -183,16 +185,16 @@ def test_experiment_resumes_after_kill_with_the_same_run_and_metrics(settings, m
 
     monkeypatch.setattr(tracking, "log_epoch", dies_after_first_epoch)
     with pytest.raises(Killed):
-        run_experiment(settings, cfg, "tcn", "all", 1, store=store, register=False, progress=False)
+        run_cell(settings, cfg, Cell("tcn", "all", 1), store=store, register=False, progress=False)
     monkeypatch.setattr(tracking, "log_epoch", real)
     client = MlflowClient(settings.mlflow_uri)
     killed = client.search_runs([client.get_experiment_by_name("miga").experiment_id])
     assert len(killed) == 1 and killed[0].info.status == "FAILED"
 
-    resumed = run_experiment(settings, cfg, "tcn", "all", 1, store=store, register=False, progress=False)
+    resumed = run_cell(settings, cfg, Cell("tcn", "all", 1), store=store, register=False, progress=False)
     assert resumed.run_id == killed[0].info.run_id          # the same MLflow run, continued
     assert sorted(m.step for m in client.get_metric_history(resumed.run_id, "train_ic")) == [1, 2, 3]
-    fresh = run_experiment(settings, cfg, "tcn", "all", 1, store=store, register=False, progress=False)
+    fresh = run_cell(settings, cfg, Cell("tcn", "all", 1), store=store, register=False, progress=False)
     assert fresh.run_id != resumed.run_id
     for k in ("test_ic", "test_rank_icir", "long_only_ar", "long_short_ir", "valid_ic", "best_epoch"):
         assert resumed.metrics[k] == fresh.metrics[k], k

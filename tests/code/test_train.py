@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from pipeline.config import TrainConfig
+from pipeline.config import load_config
+from pipeline.evaluation.ic import ic_metrics
 from pipeline.loader import DayLoader
-from pipeline.metrics import ic_metrics
-from pipeline.train import fit, predict
+from pipeline.train import fit, score_loader
 from tests.synthetic_store import make_store
 
 
@@ -42,7 +43,7 @@ def _loaders(store, batch_days=4, seed=0):
 def _cfg(**kw):
     base = dict(max_epochs=3, lr=1e-2, patience=5, device="cpu", batch_days=4)
     base.update(kw)
-    return TrainConfig(**base)
+    return replace(load_config().train, **base)
 
 
 def _model(seed=0, d=6):
@@ -61,7 +62,7 @@ def test_fit_learns_and_restores_best_epoch(store):
     assert res.best_valid_ic == best > 0.3
     assert res.history[res.best_epoch - 1]["valid_ic"] == best
     # the restored weights are the best epoch's: predicting again gives its validation IC
-    again = ic_metrics(predict(model, va, store=store))["ic"]
+    again = ic_metrics(score_loader(model, va, store=store))["ic"]
     assert again == pytest.approx(best, abs=1e-6)
     assert res.throughput > 0
 
@@ -117,4 +118,4 @@ def test_resume_after_kill_gives_the_same_result(store, tmp_path):
     assert res.best_epoch == ref.best_epoch
     for k, v in ref_model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
-    assert ic_metrics(predict(model, va))["ic"] == ic_metrics(predict(ref_model, va))["ic"]
+    assert ic_metrics(score_loader(model, va))["ic"] == ic_metrics(score_loader(ref_model, va))["ic"]

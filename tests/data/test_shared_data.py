@@ -10,7 +10,7 @@ import pytest
 from pipeline.data.ingest import ingest
 from pipeline.data.validate import validate_warehouse
 from pipeline.settings import Settings
-from pipeline.warehouse import connect
+from pipeline.warehouse import open_warehouse
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 def warehouse(shared_data, tmp_path_factory):
     settings = Settings.from_env(tmp_path_factory.mktemp("home")).ensure()
     report = ingest(settings, shared_data)
-    con = connect(settings.warehouse, read_only=True)
+    con = open_warehouse(settings, read_only=True)
     yield settings, report, con
     con.close()
 

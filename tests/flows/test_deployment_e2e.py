@@ -17,7 +17,7 @@ import duckdb
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import stack
+from flows import stack
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def _wait_final(env, flow_run_id: str, timeout: float) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A real Prefect server started by `pipeline.stack`, with both deployments deployed."""
+    """A real Prefect server started by `flows.stack`, with both deployments deployed."""
     mp = pytest.MonkeyPatch()
     mp.setenv("MIGA_PREFECT_PORT", str(_free_port()))
     settings = Settings.from_env(tmp_path_factory.mktemp("e2e") / "home").ensure()

@@ -2,18 +2,20 @@
 with labels shuffled across stocks within each day there is nothing to learn (IC near 0)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from pipeline.config import TrainConfig
+from pipeline.config import load_config
+from pipeline.evaluation.ic import ic_metrics
 from pipeline.loader import DayLoader
-from pipeline.metrics import ic_metrics
 from pipeline.models import MODELS, create_model
-from pipeline.train import fit, predict
+from pipeline.train import fit, score_loader
 from tests.model.test_models import SMALL
 from tests.synthetic_store import make_store
 
-CFG = TrainConfig(max_epochs=4, lr=3e-3, patience=4, batch_days=4, device="cpu")
+CFG = replace(load_config().train, max_epochs=4, lr=3e-3, patience=4, batch_days=4, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def _train_and_test(name: str, store, seed: int = 0) -> float:
     train = DayLoader(store, "train", "all", batch_days=CFG.batch_days, shuffle=True, seed=seed)
     valid = DayLoader(store, "valid", "all", batch_days=16)
     fit(model, train, valid, CFG, seed=seed, progress=False)
-    return ic_metrics(predict(model, DayLoader(store, "test", "all", batch_days=16)))["ic"]
+    return ic_metrics(score_loader(model, DayLoader(store, "test", "all", batch_days=16)))["ic"]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

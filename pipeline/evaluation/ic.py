@@ -1,5 +1,7 @@
 """Ranking metrics over a prediction table: daily IC and RankIC, their means and ICIRs.
 
+Part of `pipeline.evaluation`; `pipeline.train` reads the validation IC from here.
+
 The input is a long table with one row per (date, instrument): `score` and `label`. Rows
 without a label (NaN) are dropped; each day's correlation is over the rest. A day with fewer
 than two labelled stocks, or with a constant score or label, has no IC (NaN) and is left out

@@ -1,5 +1,8 @@
 """Portfolios from each day's scores, and their return statistics (Qlib's conventions).
 
+Part of `pipeline.evaluation`; the costs, the top fraction and the annualisation are the
+config's `[backtest]` values, passed in (no defaults here).
+
 Timing: the portfolio formed from the scores of day t is bought at the average price of t+1
 and valued at that of t+2, so it earns the label y_t of each holding; nothing later than the
 label is used. Each day, over the stocks with a label:
@@ -20,8 +23,8 @@ PORTFOLIO_METRICS = ("long_only_ar", "long_only_ir", "long_short_ar", "long_shor
                      "long_only_mdd", "turnover", "long_only_ar_net")
 
 
-def portfolio_returns(pred: pd.DataFrame, top_frac: float = 0.05, buy_cost: float = 0.0005,
-                      sell_cost: float = 0.0015) -> pd.DataFrame:
+def portfolio_returns(pred: pd.DataFrame, *, top_frac: float, buy_cost: float,
+                      sell_cost: float) -> pd.DataFrame:
     """Daily returns of the long-only and long-short portfolios.
 
     pred: columns date, instrument, score, label. Returns a frame indexed by date with columns
@@ -101,7 +104,7 @@ def risk(r: pd.Series, days_per_year: int) -> dict[str, float]:
     }
 
 
-def portfolio_metrics(returns: pd.DataFrame, days_per_year: int = 238) -> dict[str, float]:
+def portfolio_metrics(returns: pd.DataFrame, days_per_year: int) -> dict[str, float]:
     """The logged portfolio metrics from `portfolio_returns` (+ `add_index`)."""
     lo, ls = risk(returns["excess"], days_per_year), risk(returns["long_short"], days_per_year)
     net = risk(returns["excess_net"], days_per_year)

@@ -1,10 +1,16 @@
-"""Build the tensor store from the warehouse (`pipeline.store.build_store` delegates here).
+"""Build the tensor store from the warehouse: in full, by extending the previous store, and prune.
 
-Day and stock indices are assigned in SQL (temp tables `store_cal`, `store_inst`), so only
-integers and floats cross into numpy. Features stream from DuckDB in Arrow record batches and
-are scattered straight into the memory-mapped array: memory stays bounded whatever the width
-(158 Alpha158 columns or a 626-column panel), and every row is normalised once, on the way
-in, with statistics fitted beforehand on a hash sample of train-segment rows.
+Day and stock indices are assigned in SQL (temp tables `store_cal`, `store_inst`, from
+`sql/store/`), so only integers and floats cross into numpy. Features stream from DuckDB in
+Arrow record batches and are scattered straight into the memory-mapped array: memory stays
+bounded whatever the width (158 Alpha158 columns or a 626-column panel), and every row is
+normalised once, on the way in, with statistics fitted beforehand on a hash sample of
+train-segment rows.
+
+The store's fingerprint hashes the warehouse inputs (`pipeline.data.ingest.data_fingerprint`),
+the feature sources and SQL, the segments and the data config. A caller that knows the
+fingerprint (the flow's tensor-store step returns it) opens the store with `open_store`;
+`current_store` derives it from the warehouse (the CLI, which knows nothing yet).
 """
 from __future__ import annotations
 
@@ -18,49 +24,52 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.ingest import data_fingerprint
 from pipeline.errors import MigaError
-from pipeline.features.build import build_features, open_warehouse, prices_prefix_fp
+from pipeline.features.build import build_features, prices_prefix_fp
 from pipeline.normalize import apply_robust, fit_robust
-from pipeline.store import FIT_SAMPLE_ROWS, StoreWriter, TensorStore, _seg_dict, _stats_dict
-from pipeline.warehouse import SQL_DIR, run_sql, sql_text, table_exists, table_fingerprint
+from pipeline.store.arrays import StoreWriter, TensorStore, norm_stats, train_day_mask
+from pipeline.warehouse import (SQL_DIR, columns, first_row, open_warehouse, query_sql, run_sql,
+                                table_exists, warehouse)
 
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 3          # bump when the layout or the build's semantics change (3: meta.json
                            # records version and config_key, which _prune reads)
-BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (~64 MB of doubles)
+FIT_SAMPLE_ROWS = 400_000  # stock-days used to fit the robust statistics
+BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (64 MiB of doubles)
 FIT_BYTES = 256 << 20      # at most this much sample for the normalisation fit
 KEEP_STORES = 2            # per config: the current store and the previous one (see _prune)
 SPARE_SLOTS = 1 / 16       # spare stock slots in a new features file (at least MIN_SPARE): the
 MIN_SPARE = 16             # stocks that list later fill them without rewriting the old days
+SQL_FOLDERS = ("features", "store")   # the definitions a store is built from
 
 
 def stock_slots(n: int) -> int:
-    """Stock slots of a new features file for n stocks (4202 -> 4464: about a year of listings
-    on the shared data, ~6% more file)."""
+    """Stock slots of a new features file for n stocks (n + n/16: on the shared data about a
+    year of listings)."""
     return n + max(MIN_SPARE, int(n * SPARE_SLOTS))
 
 
-def _data_fingerprint(con) -> str:
-    try:
-        from pipeline.data.ingest import data_fingerprint
-        return data_fingerprint(con)
-    except ImportError:  # pragma: no cover - the ingest module is part of the project
-        known = ("prices", "membership", "index_prices", "feature_panel")
-        return ";".join(table_fingerprint(con, t, known) for t in known)
+def sql_hash() -> str:
+    """Hash of every sql/features and sql/store file: a changed definition makes a new store."""
+    files = sorted(p for d in SQL_FOLDERS for p in (SQL_DIR / d).glob("*.sql"))
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:16]
 
 
-def _sql_hash() -> str:
-    """Hash of every sql/features/*.sql file: a changed definition makes a new store."""
-    return hashlib.sha256(b"".join(
-        p.read_bytes() for p in sorted((SQL_DIR / "features").glob("*.sql")))).hexdigest()[:16]
+def _feature_sources(con) -> list:
+    return run_sql(con, "store/feature_sources").fetchall() if table_exists(con, "feature_builds") else []
 
 
-def store_fingerprint(con, config) -> str:
-    """Hash of the warehouse inputs, the feature source and SQL, the segments and data config."""
-    sources = con.execute("SELECT name, source FROM feature_builds ORDER BY name").fetchall() \
-        if table_exists(con, "feature_builds") else []
-    return _digest(data=_data_fingerprint(con), sources=sources, sql=_sql_hash(), config=_config_key(config))
+def _features_source(con) -> list:
+    return run_sql(con, "store/features_source").fetchall() if table_exists(con, "feature_builds") else []
+
+
+def store_fingerprint(con, config, data_fp: str | None = None) -> str:
+    """Hash of the warehouse inputs, the feature source and SQL, the segments and data config.
+    data_fp: the warehouse's `data_fingerprint`, when the caller has it already."""
+    return _digest(data=data_fp or data_fingerprint(con), sources=_feature_sources(con),
+                   sql=sql_hash(), config=_config_key(config))
 
 
 def _digest(**parts) -> str:
@@ -69,31 +78,38 @@ def _digest(**parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def open_store_for(settings, config) -> TensorStore:
-    con = open_warehouse(settings)
-    try:
-        fp = store_fingerprint(con, config)
-    finally:
-        con.close()
-    root = settings.store_dir / fp
+def open_store(settings, fingerprint: str) -> TensorStore:
+    """The built store with this fingerprint (MigaError if there is none)."""
+    root = settings.store_dir / fingerprint
     if not (root / "meta.json").is_file():
-        raise MigaError(f"no tensor store for this warehouse and config (fingerprint {fp}): "
-                        "run `miga store` first")
+        raise MigaError(f"no tensor store {fingerprint} in {settings.store_dir}: run `miga store` first")
     return TensorStore(root)
 
 
-def build_store_from_warehouse(settings, config, force: bool = False) -> TensorStore:
+def current_store(settings, config) -> TensorStore:
+    """The built store of the current warehouse and `config` (MigaError if not built yet)."""
+    with warehouse(settings, read_only=True) as con:
+        fp = store_fingerprint(con, config)
+    if not (settings.store_dir / fp / "meta.json").is_file():
+        raise MigaError(f"no tensor store for this warehouse and config (fingerprint {fp}): "
+                        "run `miga store` first")
+    return TensorStore(settings.store_dir / fp)
+
+
+def build_store(settings, config, force: bool = False) -> TensorStore:
+    """Build (or reuse) the tensor store for `config` from the warehouse's feature tables."""
     build_features(settings, config)  # a no-op when the feature tables are current
     con = open_warehouse(settings)
     try:
-        fp = store_fingerprint(con, config)
+        data_fp = data_fingerprint(con)
+        fp = store_fingerprint(con, config, data_fp)
         root = settings.store_dir / fp
         if (root / "meta.json").is_file() and not force:
             log.info("tensor store %s is current", fp)
             return TensorStore(root)
         key = _static_key(con, config)
         base = None if force else _extendable(con, settings, config, key)
-        _write(con, root, fp, config, key, base)
+        _write(con, root, fp, data_fp, config, key, base)
         _prune(settings, root, key, _config_key(config))
     finally:
         con.close()
@@ -118,11 +134,6 @@ def _prune(settings, current: Path, key: str, config_key: str) -> None:
         freed = sum(st.st_size for f in root.iterdir() if f.is_file() and (st := f.stat()).st_nlink == 1)
         shutil.rmtree(root, ignore_errors=True)
         log.info("removed the old tensor store %s (%.1f GB freed)", root.name, freed / 2**30)
-
-
-def _rel(con, name: str, params: dict | None = None):
-    """A relation on `sql/<name>.sql`: Arrow output without the DB-API result's extra copy."""
-    return con.sql(sql_text(name), params=params or None)
 
 
 def _pairs(con, name: str, params: dict | None = None):
@@ -156,9 +167,7 @@ def _config_key(config) -> str:
 
 
 def _static_key(con, config) -> str:
-    sources = con.execute("SELECT name, source FROM feature_builds WHERE name = 'features'").fetchall() \
-        if table_exists(con, "feature_builds") else []
-    return _digest(sources=sources, sql=_sql_hash(), config=_config_key(config))
+    return _digest(sources=_features_source(con), sql=sql_hash(), config=_config_key(config))
 
 
 def _stores(settings) -> list[tuple[Path, dict]]:
@@ -180,12 +189,11 @@ def _stores_with_key(settings, key: str) -> list[tuple[Path, dict]]:
 
 def _extendable(con, settings, config, key: str) -> TensorStore | None:
     """The newest store this one can extend (see above), or None: build in full."""
-    src = con.execute("SELECT source FROM feature_builds WHERE name = 'features'").fetchall() \
-        if table_exists(con, "feature_builds") else []
-    if not src or not str(src[0][0]).startswith("alpha158"):
+    src = _features_source(con)
+    if not src or not str(src[0][1]).startswith("alpha158"):
         return None
-    last = run_sql(con, "features/prices_last_date").fetchall()[0][0]
-    train_end = np.datetime64(_seg_dict(config.segments)["train"][1], "D")
+    last = first_row(con, "features/prices_last_date")[0]
+    train_end = np.datetime64(config.segments.train[1], "D")
     candidates = []
     for root, meta in _stores_with_key(settings, key):
         old_last = meta.get("last_date")
@@ -198,14 +206,14 @@ def _extendable(con, settings, config, key: str) -> TensorStore | None:
     return None
 
 
-def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None) -> None:
+def _write(con, root, fp: str, data_fp: str, config, key: str,
+           base: TensorStore | None = None) -> None:
     """Write the store for the warehouse's current data: in full, or by extending `base`."""
     t0 = time.perf_counter()
-    run_sql(con, "features/store_calendar")
-    run_sql(con, "features/store_instruments")
-    dates = np.asarray(con.execute("SELECT date FROM store_cal ORDER BY di").fetchnumpy()["date"],
-                       dtype="datetime64[D]")
-    instruments = [r[0] for r in con.execute("SELECT instrument FROM store_inst ORDER BY ji").fetchall()]
+    run_sql(con, "store/calendar")
+    run_sql(con, "store/instruments")
+    dates = np.asarray(run_sql(con, "store/calendar_dates").fetchnumpy()["date"], dtype="datetime64[D]")
+    instruments = [r[0] for r in run_sql(con, "store/instrument_names").fetchall()]
     if base is not None:
         old_days = len(base.dates)
         if (old_days > len(dates) or not np.array_equal(base.dates, dates[:old_days])
@@ -215,7 +223,7 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
                      "building in full", base.fingerprint)
             base = None
     days, n = len(dates), len(instruments)
-    seg = _seg_dict(config.segments)
+    seg = config.segments
     window = config.data.window
     clip = config.data.clip
     traded, labels, members, market, market_names, mmed, mscale = _side_arrays(
@@ -223,11 +231,11 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
 
     if base is None:
         # Normalisation: fitted on train-segment rows only (hash sample, deterministic).
-        a, b = seg["train"]
-        n_train = run_sql(con, "features/store_count_between", {"start": a, "end": b}).fetchall()[0][0]
+        a, b = seg.train
+        n_train = first_row(con, "store/count_between", {"start": a, "end": b})[0]
         width = len(_feature_columns(con))
         every = max(1, n_train // min(FIT_SAMPLE_ROWS, FIT_BYTES // (8 * width)))
-        sample = _rel(con, "features/store_fit_sample", {"start": a, "end": b, "every": every}).to_arrow_table()
+        sample = query_sql(con, "store/fit_sample", {"start": a, "end": b, "every": every}).to_arrow_table()
         feature_names = sample.column_names
         med, scale = fit_robust(_to_matrix(sample, feature_names))
         fit_rows, first_new = sample.num_rows, 0
@@ -251,7 +259,7 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
                  days - first_new, n - old_n)
 
     width = len(feature_names)
-    reader = _rel(con, "features/store_features", {"from_day": first_new}).to_arrow_reader(
+    reader = query_sql(con, "store/features", {"from_day": first_new}).to_arrow_reader(
         max(1024, BATCH_BYTES // (8 * width)))
     rows = 0
     for batch in reader:
@@ -261,10 +269,10 @@ def _write(con, root, fp: str, config, key: str, base: TensorStore | None = None
         keep = traded[di, ji]  # a panel row for a day the stock has no price is not a sample
         writer.features[di[keep], ji[keep]] = x[keep]
         rows += len(di)
-    stats = _stats_dict(feature_names, med, scale, clip, mmed, mscale)
+    stats = norm_stats(feature_names, med, scale, clip, mmed, mscale)
     last = str(dates[-1]) if days else None
     extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
-             "fit_rows": fit_rows, "static_key": key, "last_date": last,
+             "fit_rows": fit_rows, "static_key": key, "last_date": last, "data_fingerprint": data_fp,
              "version": STORE_VERSION, "config_key": _config_key(config),
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
              "extended_from": base.fingerprint if base is not None else None}
@@ -302,28 +310,28 @@ def _runs(old: list[str], new: list[str]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _side_arrays(con, config, dates, days: int, n: int, seg: dict):
+def _side_arrays(con, config, dates, days: int, n: int, seg):
     """traded, labels, stock-set members and normalised market features, in full."""
     traded = np.zeros((days, n), bool)
-    di, ji = _pairs(con, "features/store_traded")
+    di, ji = _pairs(con, "store/traded")
     traded[di, ji] = True
     labels = np.full((days, n), np.nan, np.float32)
-    di, ji, y = _pairs(con, "features/store_labels")
+    di, ji, y = _pairs(con, "store/labels")
     labels[di, ji] = y
     members = {}
-    have = {r[0] for r in run_sql(con, "features/store_stocksets").fetchall()} \
+    have = {r[0] for r in run_sql(con, "store/stocksets").fetchall()} \
         if table_exists(con, "membership") else set()
     for s in config.data.stocksets:
         m = np.zeros((days, n), bool)
         if s in have:
-            di, ji = _pairs(con, "features/store_members", {"stockset": s})
+            di, ji = _pairs(con, "store/members", {"stockset": s})
             m[di, ji] = True
         else:
             log.warning("stock set %s has no membership rows: its mask is empty", s)
         members[s] = m
 
-    train = (dates >= np.datetime64(seg["train"][0], "D")) & (dates <= np.datetime64(seg["train"][1], "D"))
-    mk = _rel(con, "features/store_market").to_arrow_table()
+    train = train_day_mask(dates, seg)
+    mk = query_sql(con, "store/market").to_arrow_table()
     market_names = mk.column_names[1:]
     market = np.full((days, len(market_names)), np.nan, np.float32)
     if mk.num_rows:
@@ -335,8 +343,7 @@ def _side_arrays(con, config, dates, days: int, n: int, seg: dict):
 
 
 def _feature_columns(con) -> list[str]:
-    return [r[0] for r in con.execute("DESCRIBE features").fetchall()
-            if r[0] not in ("date", "instrument")]
+    return [c for c in columns(con, "features", ("features",)) if c not in ("date", "instrument")]
 
 
 def _to_matrix(table, names, offset: int = 0) -> np.ndarray:

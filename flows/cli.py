@@ -1,4 +1,7 @@
-"""`miga` command line. Each command parses its arguments and calls one library function.
+"""`miga` command line: each command parses its arguments and calls one function.
+
+The library (`pipeline/`) does the work; `miga demo` runs the flow and `miga stack` the local
+servers, both of flows/.
 
 Heavy libraries (torch, GX, MLflow, Prefect) are imported inside the commands, so
 `miga --help` stays fast.
@@ -9,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.config import DEMO_CONFIG
 from pipeline.settings import Settings
 
 
@@ -51,7 +55,7 @@ def cmd_features(args) -> int:
 
 def cmd_store(args) -> int:
     from pipeline.config import load_config
-    from pipeline.store import build_store
+    from pipeline.store.build import build_store
 
     store = build_store(_settings(args), load_config(args.config), force=args.force)
     print(store.describe())
@@ -59,8 +63,9 @@ def cmd_store(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from pipeline.cell import run_cell
     from pipeline.config import load_config
-    from pipeline.experiment import run_experiment
+    from pipeline.grid import Cell
 
     cfg = load_config(args.config)
     if args.epochs is not None:
@@ -69,7 +74,7 @@ def cmd_train(args) -> int:
         cfg = cfg.with_train(batch_days=args.batch_days)
     if args.device:
         cfg = cfg.with_train(device=args.device)
-    result = run_experiment(_settings(args), cfg, args.model, args.stockset, args.seed)
+    result = run_cell(_settings(args), cfg, Cell(args.model, args.stockset, args.seed))
     print(result.summary())
     return 0
 
@@ -89,7 +94,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_stack(args) -> int:
-    from pipeline import stack
+    from flows import stack
 
     s = _settings(args)
     if args.action == "start":
@@ -147,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "run the whole `miga` flow in-process (synthetic data unless --data)")
     sp.add_argument("--data", help="a data folder (default: synthesise one in the home folder)")
-    sp.add_argument("--config", default="quick", help="config file or name in configs/ (default: quick)")
+    sp.add_argument("--config", default=DEMO_CONFIG,
+                    help=f"config file or name in configs/ (default: {DEMO_CONFIG})")
     sp.add_argument("--epochs", type=int, help="override train.max_epochs")
 
     sp = add("stack", cmd_stack, "start/stop the local Prefect server, worker and MLflow server")

@@ -2,7 +2,8 @@
 
 `miga stack start` launches each as its own process group, with logs in `MIGA_HOME/logs/` and
 PIDs in `MIGA_HOME/pids/`; `miga stack stop` stops them by those PIDs (workers first, then the
-Prefect server, as STACK-NOTES advises). Only subprocesses here: no Prefect import.
+Prefect server, as STACK-NOTES advises). Only subprocesses here: no Prefect import. Part of the
+application's outer layer (flows/), with the CLI: the library in pipeline/ knows nothing of it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from pipeline.settings import QUIET_ENV, Settings
 
 POOL = os.environ.get("MIGA_WORK_POOL", "miga-gpu")
+# The orchestrator's telemetry off too (the library's own services are in QUIET_ENV).
+PREFECT_QUIET_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 # Stop order: workers before the server they talk to.
 STOP_ORDER = ("worker", "prefect-server", "mlflow-server")
 
@@ -38,6 +41,12 @@ def api_url() -> str:
     return f"http://{host()}:{prefect_port()}/api"
 
 
+def mlflow_ui_url() -> str:
+    """Where a user opens the MLflow UI (links in the results table): MIGA_MLFLOW_UI, else the
+    stack's MLflow server."""
+    return os.environ.get("MIGA_MLFLOW_UI", f"http://127.0.0.1:{mlflow_port()}")
+
+
 def _bin(name: str) -> str:
     """The console script next to this interpreter (the project's venv)."""
     cand = Path(sys.executable).parent / name
@@ -48,6 +57,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
     """Environment for the servers, workers and any `prefect` CLI call against this stack."""
     env = dict(os.environ)
     env.update(QUIET_ENV)
+    env.update(PREFECT_QUIET_ENV)
     env.update({
         "MIGA_HOME": str(settings.home),
         "PREFECT_HOME": str(settings.home / "prefect"),

@@ -1,21 +1,23 @@
-"""The tensor store: dense, memory-mapped arrays built once from the warehouse.
+"""The tensor store's arrays: `TensorStore` reads a built store, `StoreWriter` writes one.
 
 Layout of `MIGA_HOME/store/<fingerprint>/`:
     features.f32        (Days, C, D) float32 np.memmap, normalised, 0 where not traded; C >= N_all
                         stock slots, the spare ones for stocks that list later (`features` is the
                         (Days, N_all, D) view). Stocks are in order of their first trading day, so
-                        a store extended after new listings keeps its file (see store_build)
+                        a store extended after new listings keeps its file (see pipeline/store/build.py)
     labels.npy          (Days, N_all) float32, NaN = no label
     traded.npy          (Days, N_all) bool
     members_<set>.npy   (Days, N_all) bool, point in time and traded ("all" = traded)
     market.npy          (Days, M) float32, normalised with train statistics
     norm_stats.json     the fitted normalisation (inference applies the same)
-    meta.json           dates, instruments, names, segments, window, fingerprint
+    meta.json           dates, instruments, names, segments, window, fingerprint (and, from a
+                        warehouse build, what `pipeline.store.build` records to extend it)
 
 The fingerprint hashes the warehouse inputs, the segments and the data config, so a store is
 reused while they are unchanged and a new one is built beside it when they change. Stores are
 written to a temporary folder and renamed into place, so a crashed build leaves nothing that
-looks complete.
+looks complete. Building from the warehouse (fingerprint, extension, pruning) is
+`pipeline.store.build`; this module knows nothing of DuckDB.
 """
 from __future__ import annotations
 
@@ -24,35 +26,32 @@ import json
 import os
 import shutil
 import time
-from datetime import date
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from pipeline.config import EMBARGOED, SEGMENT_NAMES, Segments
 from pipeline.normalize import apply_robust, fit_robust
 
-SEGMENTS = ("train", "valid", "test")
-EMBARGOED = ("train", "valid")  # segments followed by another one: their last labels look ahead
-FIT_SAMPLE_ROWS = 400_000       # stock-days used to fit the robust statistics
+
+def as_segments(segments: Segments | Mapping) -> Segments:
+    """A `Segments`, from itself or from its JSON shape ({"train": (d0, d1), ..., "embargo_days": k})."""
+    return segments if isinstance(segments, Segments) else Segments.from_json(segments)
 
 
-def _seg_dict(segments, embargo_days: int | None = None) -> dict:
-    """Segments as {"train": (date, date), ..., "embargo_days": int} from a config or a mapping."""
-    if isinstance(segments, Mapping):
-        out = {s: tuple(_to_date(d) for d in segments[s]) for s in SEGMENTS if s in segments}
-        emb = segments.get("embargo_days", 2 if embargo_days is None else embargo_days)
-    else:  # pipeline.config.Segments
-        out = {s: tuple(segments.get(s)) for s in SEGMENTS}
-        emb = segments.embargo_days
-    out["embargo_days"] = int(emb if embargo_days is None else embargo_days)
-    return out
+def train_day_mask(dates: np.ndarray, segments: Segments) -> np.ndarray:
+    """(Days,) bool: the days inside the train segment (normalisation is fitted on them)."""
+    a, b = segments.train
+    return (dates >= np.datetime64(a, "D")) & (dates <= np.datetime64(b, "D"))
 
 
-def _to_date(d) -> date:
-    if isinstance(d, date):
-        return d
-    return date.fromisoformat(str(np.datetime64(d, "D")))
+def norm_stats(feature_names, med, scale, clip, mmed, mscale) -> dict:
+    """The fitted normalisation as saved in norm_stats.json (inference applies the same)."""
+    return {"feature_names": list(feature_names), "median": [float(v) for v in med],
+            "scale": [float(v) for v in scale], "clip": float(clip),
+            "market_median": [float(v) for v in mmed], "market_scale": [float(v) for v in mscale],
+            "method": "robust z: (x - median) / (1.4826 MAD), clip, NaN -> 0; fitted on train"}
 
 
 class TensorStore:
@@ -71,7 +70,7 @@ class TensorStore:
         self.feature_names: list[str] = list(meta["feature_names"])
         self.market_names: list[str] = list(meta["market_names"])
         self.window: int = int(meta["window"])
-        self.segments = _seg_dict(meta["segments"])
+        self.segments: Segments = Segments.from_json(meta["segments"])
         days, n, d = len(self.dates), len(self.instruments), len(self.feature_names)
         self.capacity: int = int(meta.get("capacity", n))   # stock slots in features.f32
         self._file = np.memmap(self.root / "features.f32", dtype=np.float32, mode="r",
@@ -101,12 +100,10 @@ class TensorStore:
         The label of day t uses prices of t+1 and t+2, so the last `embargo_days` market days
         of train and valid are dropped: their labels would use the next segment's prices.
         """
-        if segment not in SEGMENTS:
-            raise ValueError(f"unknown segment {segment!r}; expected one of {SEGMENTS}")
-        a, b = self.segments[segment]
+        a, b = self.segments.get(segment)
         d = self.dates
         idx = np.flatnonzero((d >= np.datetime64(a, "D")) & (d <= np.datetime64(b, "D")))
-        emb = self.segments["embargo_days"]
+        emb = self.segments.embargo_days
         if segment in EMBARGOED and emb > 0:
             idx = idx[:-emb] if len(idx) > emb else idx[:0]
         return idx[idx >= self.window - 1].astype(np.int64)
@@ -131,10 +128,10 @@ class TensorStore:
             f"  labelled stock-days {int(np.isfinite(self.labels).sum()):,} of "
             f"{int(self.traded.sum()):,} traded",
         ]
-        for s in SEGMENTS:
+        for s in SEGMENT_NAMES:
             idx = self.segment_days(s)
-            a, b = self.segments[s]
-            lines.append(f"  {s:<5} {a}..{b}: {len(idx)} days (embargo {self.segments['embargo_days']})")
+            a, b = self.segments.get(s)
+            lines.append(f"  {s:<5} {a}..{b}: {len(idx)} days (embargo {self.segments.embargo_days})")
         for s, m in self.members.items():
             per_day = m.sum(1)
             lines.append(f"  stockset {s:<8} mean {per_day.mean():7.1f} / max {per_day.max()} members a day")
@@ -171,21 +168,21 @@ class TensorStore:
         if segments is None:
             segments = {"train": (dates[0], dates[-1]), "valid": (dates[-1], dates[-1]),
                         "test": (dates[-1], dates[-1]), "embargo_days": 0}
-        seg = _seg_dict(segments)
-        tr = _train_day_mask(dates, seg)
+        seg = as_segments(segments)
+        tr = train_day_mask(dates, seg)
         if normalize:
             med, scale = fit_robust(feats[tr][traded[tr]])
             mmed, mscale = fit_robust(market[tr])
         else:
             med, scale = np.zeros(feats.shape[2]), np.ones(feats.shape[2])
             mmed, mscale = np.zeros(market.shape[1]), np.ones(market.shape[1])
-        stats = _stats_dict(feature_names, med, scale, clip, mmed, mscale)
+        stats = norm_stats(feature_names, med, scale, clip, mmed, mscale)
         if fingerprint is None:
             h = hashlib.sha256()
             for a in (dates, feats, traded, np.asarray(labels, np.float32), market):
                 h.update(np.ascontiguousarray(a).tobytes())
             h.update(json.dumps([list(map(str, instruments)), list(feature_names),
-                                 sorted(members), _seg_json(seg), window, clip, normalize]).encode())
+                                 sorted(members), seg.to_json(), window, clip, normalize]).encode())
             fingerprint = h.hexdigest()[:16]
         w = StoreWriter(root, fingerprint, dates, instruments, feature_names, market_names,
                         seg, window)
@@ -197,29 +194,11 @@ class TensorStore:
         return cls(root)
 
 
-def _train_day_mask(dates: np.ndarray, seg: dict) -> np.ndarray:
-    a, b = seg["train"]
-    return (dates >= np.datetime64(a, "D")) & (dates <= np.datetime64(b, "D"))
-
-
-def _seg_json(seg: dict) -> dict:
-    out = {s: [seg[s][0].isoformat(), seg[s][1].isoformat()] for s in SEGMENTS if s in seg}
-    out["embargo_days"] = seg["embargo_days"]
-    return out
-
-
-def _stats_dict(feature_names, med, scale, clip, mmed, mscale) -> dict:
-    return {"feature_names": list(feature_names), "median": [float(v) for v in med],
-            "scale": [float(v) for v in scale], "clip": float(clip),
-            "market_median": [float(v) for v in mmed], "market_scale": [float(v) for v in mscale],
-            "method": "robust z: (x - median) / (1.4826 MAD), clip, NaN -> 0; fitted on train"}
-
-
 class StoreWriter:
     """Writes a store into `<root>.tmp` and renames it to `root` on `finish()`."""
 
     def __init__(self, root, fingerprint, dates, instruments, feature_names, market_names,
-                 segments: dict, window: int, prefix_features: Path | None = None,
+                 segments: Segments, window: int, prefix_features: Path | None = None,
                  prefix_days: int = 0, prefix_chunks=None, capacity: int | None = None):
         """prefix_features: a features.f32 of the same C and D whose first `prefix_days` days
         are this store's first days (a store being extended). The new file is a hard link to
@@ -229,7 +208,8 @@ class StoreWriter:
         cannot be linked, is copied instead, cut to its prefix days: no two stores share days
         that either of them writes.
         prefix_chunks: else, an iterable of (k, C, D) float32 arrays, this store's first days,
-        written sequentially before the file is mapped (~1.5x faster than through the map).
+        written sequentially before the file is mapped (faster than page faults through the map;
+        figures in benchmarks/bench_store_extend.py).
         capacity: stock slots C >= N in the file (default N); `features` is the (Days, N, D) view."""
         self.root = Path(root)
         self.tmp = self.root.with_name(self.root.name + ".tmp")
@@ -242,7 +222,7 @@ class StoreWriter:
             "dates": [str(d) for d in np.asarray(dates, dtype="datetime64[D]")],
             "instruments": [str(s) for s in instruments],
             "feature_names": list(feature_names), "market_names": list(market_names),
-            "segments": _seg_json(segments), "window": int(window),
+            "segments": as_segments(segments).to_json(), "window": int(window),
         }
         n = len(instruments)
         cap = n if capacity is None else int(capacity)
@@ -308,14 +288,3 @@ class StoreWriter:
         self.tmp.rename(self.root)
         return self.root
 
-
-def build_store(settings, config, force: bool = False) -> "TensorStore":
-    """Build (or reuse) the tensor store for `config` from the warehouse's feature tables."""
-    from pipeline.features.store_build import build_store_from_warehouse
-    return build_store_from_warehouse(settings, config, force=force)
-
-
-def open_store(settings, config) -> "TensorStore":
-    """The already built store for `config` and the current warehouse (MigaError if none)."""
-    from pipeline.features.store_build import open_store_for
-    return open_store_for(settings, config)

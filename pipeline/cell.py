@@ -1,0 +1,256 @@
+"""One grid cell = one (model, stock set, seed): train, evaluate (IC and backtest), log to MLflow.
+
+`run_cell` is what `miga train` and the flow's cells call; it runs three steps in one MLflow run:
+
+    _train     the model, its loaders and `pipeline.train.fit` (checkpoints, early stopping)
+    _evaluate  valid/test scores, `pipeline.evaluation.evaluate`, the index benchmark, expert usage
+    _log       metrics, plots, predictions and the model to MLflow (`pipeline.tracking`)
+
+A cell killed mid-training resumes when called again with the same arguments: the checkpoint
+folder is keyed by (model, stock set, seed, config, store fingerprint) and remembers its MLflow
+run, which is reopened and continued rather than duplicated.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Config
+from pipeline.errors import MigaError
+from pipeline.evaluation import SUMMARY, evaluate, index_benchmark
+from pipeline.grid import Cell
+from pipeline.settings import Settings
+
+RUN_ID_FILE = "mlflow_run_id"
+EVAL_BATCH_DAYS = 8      # days per batch when scoring (no gradients: larger batches are free)
+
+
+@dataclass
+class CellResult:
+    run_id: str
+    experiment_id: str
+    model: str
+    stockset: str
+    seed: int
+    metrics: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    predictions: pd.DataFrame | None = field(default=None, repr=False)
+    returns: pd.DataFrame | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        m = self.metrics
+        lines = [f"{self.model} on {self.stockset}, seed {self.seed}: {len(self.history)} epochs, "
+                 f"best epoch {self.best_epoch}, {self.seconds:.1f} s; MLflow run {self.run_id}"]
+        lines += [f"  {k:<17} {m[k]: .4f}" for k in SUMMARY if k in m]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Trained:
+    model: object
+    fit: object                    # pipeline.train.FitResult
+    valid: object                  # DayLoader
+    test: object                   # DayLoader
+    n_params: int
+
+
+@dataclass
+class _Evaluated:
+    pred: pd.DataFrame             # date, instrument, score, label, segment
+    metrics: dict[str, float]
+    daily: pd.DataFrame            # test daily IC
+    returns: pd.DataFrame          # test daily portfolio returns
+    usage: dict[str, np.ndarray]   # stock set -> (G, E) mean routing weight (routed models)
+    has_index: bool                # the stock set's index was in the warehouse
+    notes: list[str]
+
+
+def run_key(cell: Cell, config: Config, store_fp: str) -> str:
+    """The cell's checkpoint folder name: same cell, config and store -> same folder."""
+    blob = json.dumps([cell.model, cell.stockset, int(cell.seed), config.fingerprint(), store_fp])
+    return f"{cell.model}-{cell.stockset}-s{cell.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_cell(settings: Settings, config: Config, cell: Cell, *, store=None, register: bool = True,
+             progress: bool = True) -> CellResult:
+    """Train `cell.model` on `cell.stockset` with `cell.seed`, evaluate on valid/test, log everything.
+
+    store: an open TensorStore (default: `current_store(settings, config)`)."""
+    from pipeline import tracking
+    from pipeline.models import MODELS
+    from pipeline.train import resolve_device
+
+    t_start = time.perf_counter()
+    settings.ensure()
+    if cell.model not in MODELS:
+        raise MigaError(f"unknown model {cell.model!r}; registered: {', '.join(sorted(MODELS))}")
+    if store is None:
+        from pipeline.store import current_store
+
+        store = current_store(settings, config)
+    if cell.stockset not in store.members:
+        raise MigaError(f"stock set {cell.stockset!r} is not in the tensor store; "
+                        f"have {', '.join(sorted(store.members))}")
+    device = resolve_device(config.train.device)
+    key = run_key(cell, config, store.fingerprint)
+    ckpt_dir = Path(settings.runs_dir) / key
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    run_id_file = ckpt_dir / RUN_ID_FILE
+    resume_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+
+    with tracking.cell_run(settings, cell.name, resume_id) as (run_id, experiment_id, resumed):
+        run_id_file.write_text(run_id)
+        if resumed:
+            tracking.set_tag("resumed", "true")
+        else:
+            tracking.start_cell(_tags(cell, store, device, key), _params(config, cell, store))
+        trained = _train(config, cell, store, device, ckpt_dir, progress)
+        evaluated = _evaluate(settings, config, cell, store, device, trained)
+        _log(config, cell, store, trained, evaluated, register)
+        seconds = time.perf_counter() - t_start
+        tracking.log_metrics({"run_seconds": seconds})
+    # Finished and logged: the checkpoints are no longer needed (the model is in MLflow).
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    res = trained.fit
+    return CellResult(run_id=run_id, experiment_id=experiment_id, model=cell.model,
+                      stockset=cell.stockset, seed=cell.seed, metrics=evaluated.metrics,
+                      history=res.history, best_epoch=res.best_epoch, seconds=seconds,
+                      notes=evaluated.notes, predictions=evaluated.pred, returns=evaluated.returns)
+
+
+def _tags(cell: Cell, store, device, key: str) -> dict[str, str]:
+    from pipeline.tracking import git_commit
+
+    return {"model": cell.model, "stockset": cell.stockset, "seed": str(cell.seed),
+            "store_fingerprint": store.fingerprint,
+            "data_fingerprint": str(store.meta.get("data_fingerprint") or ""),
+            "git_commit": git_commit(), "device": str(device), "run_key": key}
+
+
+def _params(config: Config, cell: Cell, store) -> dict:
+    return {**config.flat(), "model.name": cell.model, "model.d_feat": len(store.feature_names),
+            "model.d_market": len(store.market_names), "data.n_instruments": len(store.instruments)}
+
+
+def _train(config: Config, cell: Cell, store, device, ckpt_dir: Path, progress: bool) -> _Trained:
+    """The model trained with `fit` (resumed from `ckpt_dir` when a checkpoint is there)."""
+    from pipeline import tracking
+    from pipeline.loader import DayLoader
+    from pipeline.models import create_model
+    from pipeline.train import fit, seed_everything
+
+    tc = config.train
+    seed_everything(cell.seed)
+    model = create_model(cell.model, d_feat=len(store.feature_names),
+                         d_market=len(store.market_names), **config.model_overrides(cell.model))
+    n_params = sum(p.numel() for p in model.parameters())
+    eval_days = max(tc.batch_days, EVAL_BATCH_DAYS)
+    train_ld = DayLoader(store, "train", cell.stockset, batch_days=tc.batch_days, shuffle=True,
+                         seed=cell.seed, device=device)
+    valid_ld = DayLoader(store, "valid", cell.stockset, batch_days=eval_days, device=device)
+    test_ld = DayLoader(store, "test", cell.stockset, batch_days=eval_days, device=device)
+    if not len(train_ld) or not len(valid_ld) or not len(test_ld):
+        raise MigaError(f"stock set {cell.stockset!r} has no member days in some segment "
+                        f"(train {len(train_ld)}, valid {len(valid_ld)}, test {len(test_ld)} batches)")
+    res = fit(model, train_ld, valid_ld, tc, seed=cell.seed, checkpoint_dir=ckpt_dir,
+              on_epoch=tracking.log_epoch, progress=progress, device=device)
+    return _Trained(model, res, valid_ld, test_ld, n_params)
+
+
+def _evaluate(settings: Settings, config: Config, cell: Cell, store, device,
+              trained: _Trained) -> _Evaluated:
+    """Valid and test scores of the trained model, and every metric a cell logs."""
+    from pipeline.train import score_loader, score_loader_with_usage
+
+    bf16, model = config.train.bf16, trained.model
+    test_pred, test_usage = score_loader_with_usage(model, trained.test, device, bf16, store)
+    pred = pd.concat([score_loader(model, trained.valid, device, bf16, store).assign(segment="valid"),
+                      test_pred.assign(segment="test")], ignore_index=True)
+    pred = pred[["date", "instrument", "score", "label", "segment"]]
+    notes = []
+    index_ret = index_benchmark(settings, cell.stockset, store.dates)
+    if index_ret is None:
+        notes.append(f"no index benchmark for {cell.stockset!r} (warehouse index_prices); "
+                     "long-only excess is against the equal-weighted members only")
+    metrics, daily, rets = evaluate(pred, config.backtest, index_ret)
+    res = trained.fit
+    metrics.update({"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                    "n_params": trained.n_params, "train_throughput": res.throughput})
+    usage = (_expert_usage_by_set(model, store, cell.stockset, device, test_usage)
+             if getattr(model, "last_routing", None) is not None else {})
+    return _Evaluated(pred, metrics, daily, rets, usage, index_ret is not None, notes)
+
+
+def _expert_usage_by_set(model, store, stockset, device,
+                         own_usage: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Mean routing weights (G, E) over the test days of each stock set. "all" (every traded
+    stock, thousands on real data) only when it is the run's own set or the only one.
+    own_usage: the run's own set, already measured by its test-scoring pass."""
+    from pipeline.loader import DayLoader
+    from pipeline.train import expert_usage
+
+    sets = [s for s in store.members if s != "all"]
+    if stockset == "all" or not sets:
+        sets.append("all")
+    out = {}
+    for s in sets:
+        if s == stockset and own_usage is not None:
+            out[s] = own_usage
+            continue
+        ld = DayLoader(store, "test", s, batch_days=EVAL_BATCH_DAYS)
+        if len(ld):
+            u = expert_usage(model, ld, device)
+            if u is not None:
+                out[s] = u
+    return out
+
+
+def _log(config: Config, cell: Cell, store, trained: _Trained, ev: _Evaluated,
+         register: bool) -> None:
+    """Metrics, plots, tables, config and the model, to the active MLflow run."""
+    from pipeline import plots, tracking
+    from pipeline.loader import DayLoader
+    from pipeline.models import model_state
+
+    res = trained.fit
+    # valid_ic / valid_rank_ic are also per-epoch curves: the final values (best epoch's
+    # weights) go one step after the last epoch so that they are the run's latest values.
+    tracking.log_metrics(ev.metrics, step=res.epochs_run + 1)
+    tracking.set_tag("index_benchmark", "yes" if ev.has_index else "absent")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        ev.pred.to_parquet(t / "predictions.parquet", index=False)
+        ev.returns.reset_index().to_parquet(t / "portfolio_returns.parquet", index=False)
+        ev.daily.reset_index().to_parquet(t / "daily_ic.parquet", index=False)
+        title = f"{cell.model} / {cell.stockset} / seed {cell.seed}"
+        plots.cumulative_returns(ev.returns, t / "cumulative_excess_return.png", title)
+        plots.daily_ic(ev.daily, t / "daily_ic.png", title=title)
+        plots.training_curves(res.history, t / "training_curves.png", title)
+        if ev.usage:
+            plots.expert_usage(ev.usage, t / "expert_usage.png", title)
+            np.savez(t / "expert_usage.npz", **ev.usage)
+        tracking.log_files(sorted(t.iterdir()))
+    tracking.log_json(asdict(config), "config/config.json")
+    if config.source and Path(config.source).exists():
+        tracking.log_files([config.source], artifact_path="config")
+    tracking.log_json(store.norm_stats, "normalisation/norm_stats.json")
+    tracking.log_json(res.history, "history.json")
+
+    b0 = next(iter(DayLoader(store, "test", cell.stockset, batch_days=1)))
+    n_ex = min(8, b0.x.shape[1])
+    example = tracking.pack_input(b0.x[:, :n_ex].numpy(), b0.market.numpy())
+    state = model_state(trained.model, cell.model, len(store.feature_names),
+                        len(store.market_names), config.model_overrides(cell.model), store.window)
+    tracking.log_model(trained.model, state, example, register=register)
