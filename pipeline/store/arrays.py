@@ -143,8 +143,8 @@ class TensorStore:
     # ---------------------------------------------------------------- building
     @classmethod
     def from_arrays(cls, root, dates, instruments, feature_names, features, traded, labels,
-                    members, market=None, market_names=None, segments=None, window: int = 5,
-                    *, clip: float = 3.0, normalize: bool = True,
+                    members, market=None, market_names=None, segments=None, *, window: int,
+                    clip: float = 3.0, normalize: bool = True,
                     fingerprint: str | None = None) -> "TensorStore":
         """Write a store from in-memory arrays (tests, tiny stores) and open it.
 
