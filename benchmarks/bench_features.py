@@ -229,6 +229,22 @@ pandas DataFrame via Arrow (the reference's own output) 5.28-5.45x, where the fi
 SQL gave 4.98-5.13x (4.30-5.10x in the same runs); into a DuckDB table (the computation, in
 memory) 5.86-6.08x, 5.26x in the slow fourth run; via DuckDB's .df() 3.8-4.4x; the build into
 the warehouse table, with its compression and disk write, 49.0-51.9 s against 204-217 s: 4.0-4.2x.
+
+Figures behind the design of pipeline/features/alpha158.py (moved from its comments, which keep
+the reasons): a framed aggregate costs ~200-600 ns per row, and std and corr of the close from
+window sums are ~2x cheaper than their framed aggregates; a lag of a double costs ~1/20 of a
+framed aggregate; coalesce in the window sums cost ~5% of the statement; abs costs ~1/5 of
+greatest(x, 0); a CASE for least/greatest of two columns about half DuckDB's least(a, b) (above:
+~5 against ~11 ns a row), a few ns per comparator of the sorting network, whose 20-day version
+(~190 least/greatest) is slower than the windowed quantile's skip list; each framed rank (RANK's
+rank(ORDER BY c) and its DESC twin) ~220 ns a row; one lag of the packed struct of 10-day
+quantities ~1/5 of lagging them separately (~6% of the statement).
+
+Figures behind BATCH_ROWS in pipeline/features/build.py (moved from its comment): planning an
+Alpha158 statement costs ~0.3 s, and with 1M-row statements 11 of them were half of a one-day
+extend; a full build peaks at 3.2 GB RSS from 1M to 8M rows a statement (the warehouse's
+memory limit bounds it); spilling starts above ~4M rows; the full shared panel builds ~4%
+faster at 3M rows a statement than at 1M.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.features.alpha158 import (FEATURE_NAMES, LOOKBACK_ROWS, NETWORK_WINDOWS, QUANTILES,
-                                        _comparators, _position, render_sql)
+                                        comparators, render_sql, sorted_position)
 from pipeline.features.build import _stock_batches, build_features
 from pipeline.warehouse import SQL_DIR, sql_text
 from tests.code.alpha158_reference import alpha158_reference
@@ -129,8 +129,8 @@ def test_sql_file_is_generated_from_the_operator_table():
 def test_comparator_network_selects_the_quantiles_sorted_positions(w):
     """QTLU/QTLD of short windows read sorted positions from a pruned comparator network: by the
     0-1 principle it selects them for every input iff it does for every 0/1 input."""
-    need = {p + k for q in QUANTILES for p, f in [_position(w, q)] for k in ((0, 1) if f else (0,))}
-    net = _comparators(w, need)
+    need = {p + k for q in QUANTILES for p, f in [sorted_position(w, q)] for k in ((0, 1) if f else (0,))}
+    net = comparators(w, need)
     assert len(net) < w * (w - 1) // 2           # pruned, not a bubble sort
     for bits in itertools.product((0, 1), repeat=w):
         x = list(bits)
