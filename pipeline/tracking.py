@@ -192,7 +192,7 @@ def log_next_day(settings: Settings, path: Path, signal_date: str) -> str:
     exp_id = setup(settings, PREDICTIONS_EXPERIMENT)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"next-day {signal_date}") as run:
         mlflow.set_tags({"kind": "next-day-predictions", "signal_date": signal_date})
-        mlflow.log_artifact(str(path))
+        log_files([path])
         return run.info.run_id
 
 

@@ -36,16 +36,11 @@ def evaluate(pred: pd.DataFrame, backtest: BacktestConfig, index_ret: pd.Series 
     Returns (metrics, daily IC of test, daily portfolio returns of test). Tests recompute the
     logged metrics with this function from `predictions.parquet`."""
     metrics: dict[str, float] = {}
-    test_daily = None
-    for seg in SEGMENTS:
-        part = pred[pred["segment"] == seg]
-        if part.empty:
-            continue
-        daily = daily_ic(part)
-        metrics.update({f"{seg}_{k}": v for k, v in ic_summary(daily).items()})
-        if seg == "test":
-            test_daily = daily
-    test = pred[pred["segment"] == "test"]
+    parts = {seg: pred[pred["segment"] == seg] for seg in SEGMENTS}
+    daily = {seg: daily_ic(part) for seg, part in parts.items() if not part.empty}
+    for seg, d in daily.items():
+        metrics.update({f"{seg}_{k}": v for k, v in ic_summary(d).items()})
+    test, test_daily = parts["test"], daily.get("test")
     rets = add_index(portfolio_returns(test, top_frac=backtest.top_frac, buy_cost=backtest.buy_cost,
                                        sell_cost=backtest.sell_cost), index_ret)
     metrics.update(portfolio_metrics(rets, backtest.days_per_year))
@@ -60,14 +55,12 @@ def index_benchmark(settings, stockset: str, dates) -> pd.Series | None:
     from pipeline.errors import MigaError
     from pipeline.warehouse import run_sql, table_exists, warehouse
 
-    if not settings.warehouse.exists():
-        return None
-    try:
+    try:  # no warehouse (MigaError), or one locked by a writer or unreadable (duckdb.Error)
         with warehouse(settings, read_only=True) as con:
             if not table_exists(con, "index_prices"):
                 return None
             df = run_sql(con, "backtest/index_close", {"index_name": stockset}).df()
-    except (duckdb.Error, MigaError):  # locked by a writer or unreadable
+    except (duckdb.Error, MigaError):
         return None
     if df.empty:
         return None

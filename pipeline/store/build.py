@@ -57,12 +57,14 @@ def sql_hash() -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:16]
 
 
-def _feature_sources(con) -> list:
+def _feature_sources(con) -> list[tuple[str, str]]:
+    """(table, source) of every feature table `miga features` built (part of the fingerprint)."""
     return run_sql(con, "store/feature_sources").fetchall() if table_exists(con, "feature_builds") else []
 
 
-def _features_source(con) -> list:
-    return run_sql(con, "store/features_source").fetchall() if table_exists(con, "feature_builds") else []
+def _features_source(con) -> list[tuple[str, str]]:
+    """The `features` table's entry alone (the static key: not labels or market features)."""
+    return [r for r in _feature_sources(con) if r[0] == "features"]
 
 
 def store_fingerprint(con, config, data_fp: str | None = None) -> str:
