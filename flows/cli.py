@@ -63,9 +63,12 @@ def cmd_store(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from pipeline.cell import run_cell
+    from dataclasses import replace
+
+    from pipeline.cell import run_stack
     from pipeline.config import load_config
-    from pipeline.grid import Cell
+    from pipeline.grid import grid_cells, plan_stacks
+    from pipeline.store import current_store
 
     cfg = load_config(args.config)
     if args.epochs is not None:
@@ -74,9 +77,22 @@ def cmd_train(args) -> int:
         cfg = cfg.with_train(batch_days=args.batch_days)
     if args.device:
         cfg = cfg.with_train(device=args.device)
-    result = run_cell(_settings(args), cfg, Cell(args.model, args.stockset, args.seed))
-    print(result.summary())
-    return 0
+    if args.stack_size is not None:
+        cfg = replace(cfg, engine=replace(cfg.engine, stack_size=args.stack_size))
+    settings = _settings(args)
+    store = current_store(settings, cfg)
+    cells = grid_cells(cfg, [args.model], args.stockset, args.seed)
+    failed = 0
+    for stack in plan_stacks(cfg, cells, store):
+        if len(stack) > 1:
+            print(f"training {len(stack)} cells as one stack: " + ", ".join(c.name for c in stack))
+        for cell, out in zip(stack, run_stack(settings, cfg, stack, store=store)):
+            if isinstance(out, BaseException):
+                failed += 1
+                print(f"{cell.name}: failed: {type(out).__name__}: {out}", file=sys.stderr)
+            else:
+                print(out.summary())
+    return 1 if failed else 0
 
 
 def cmd_report(args) -> int:
@@ -138,10 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="config file or name in configs/ (default: configs/default.toml)")
         sp.add_argument("--force", action="store_true", help="rebuild even if inputs are unchanged")
 
-    sp = add("train", cmd_train, "train and evaluate one model on one stock set, logged to MLflow")
+    sp = add("train", cmd_train, "train and evaluate one model on stock sets x seeds (one MLflow "
+             "run per cell; the cells train together as stacks)")
     sp.add_argument("--model", required=True, help="a registered model name, e.g. miga-conv")
-    sp.add_argument("--stockset", default="csi300", help="csi300, csi500, csi1000 or all")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--stockset", nargs="+", default=["csi300"],
+                    help="one or more of csi300, csi500, csi1000, all (default csi300)")
+    sp.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default 0)")
+    sp.add_argument("--stack-size", type=int,
+                    help="override engine.stack_size: cells trained together in one step (1 = one at a time)")
     sp.add_argument("--epochs", type=int, help="override train.max_epochs")
     sp.add_argument("--batch-days", type=int, help="override train.batch_days")
     sp.add_argument("--device", help="cpu, cuda or auto (default from config)")

@@ -23,37 +23,61 @@ from pipeline.settings import Settings
 from pipeline.warehouse import warehouse_id
 
 
-def _launch_cells_on_pool(home: str, store_fp: str, cells, config, epochs) -> list[dict]:
-    """Fan the grid out over the work pool: one `miga-cell/cell` flow run per cell."""
+def _train_stacks(home: str, store_fp: str, stacks, config, epochs, parallel: int) -> list[dict]:
+    """The stacks as tasks of this flow, `parallel` at a time; per cell a result or an error."""
+    results = []
+    for i in range(0, len(stacks), parallel):
+        wave = [(s, steps.train_stack.with_options(task_run_name=_stack_name(s)).submit(
+            home, store_fp, [c.as_dict() for c in s], config, epochs)) for s in stacks[i:i + parallel]]
+        for s, f in wave:
+            f.wait()
+            state = f.state
+            if state.is_completed():
+                results += f.result()
+            else:  # a failed stack fails each of its cells visibly; the other stacks go on
+                results += [{"cell": c.as_dict(), "error": str(state.message or state.name)} for c in s]
+    return results
+
+
+def _stack_name(stack) -> str:
+    return f"train {stack[0].model} x{len(stack)}: " + ", ".join(f"{c.stockset}/s{c.seed}" for c in stack)
+
+
+def _launch_stacks_on_pool(home: str, store_fp: str, stacks, config, epochs) -> list[dict]:
+    """Fan the grid out over the work pool: one `miga-stack/stack` flow run per stack."""
     from prefect.deployments import run_deployment
     from prefect.states import StateType
 
     from pipeline.tracking import find_cell_run
 
-    launched = [(c, run_deployment("miga-cell/cell", timeout=0, as_subflow=True,
-                                   parameters={"home": home, "store_fp": store_fp, "model": c.model,
-                                               "stockset": c.stockset, "seed": c.seed,
+    launched = [(s, run_deployment("miga-stack/stack", timeout=0, as_subflow=True,
+                                   flow_run_name=_stack_name(s),
+                                   parameters={"home": home, "store_fp": store_fp,
+                                               "cells": [c.as_dict() for c in s],
                                                "config": config, "epochs": epochs}))
-                for c in cells]
+                for s in stacks]
     from prefect.client.orchestration import get_client
 
     results = []
     with get_client(sync_client=True) as client:
-        for c, fr in launched:
+        for s, fr in launched:
             while True:
                 state = client.read_flow_run(fr.id).state
                 if state is not None and state.is_final():
                     break
                 time.sleep(2)
-            if state.type == StateType.COMPLETED:
+            ok = state.type == StateType.COMPLETED
+            for c in s:
+                if not ok:
+                    results.append({"cell": c.as_dict(), "error": f"flow run {fr.name}: {state.name}"})
+                    continue
                 run = find_cell_run(Settings.from_env(home), c.model, c.stockset, c.seed, store_fp)
                 results.append({"cell": c.as_dict(), **run})
-            else:
-                results.append({"cell": c.as_dict(), "error": f"flow run {fr.name}: {state.name}"})
     return results
 
 
-@flow(name="miga", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+# Stacks run `engine.parallel_stacks` at a time (several fit on one GPU); the pool's size caps it.
+@flow(name="miga", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=8))
 def miga(data: str | None = None, models: list[str] | None = None, stocksets: list[str] | None = None,
          seeds: list[int] | None = None, config: str | None = DEMO_CONFIG, epochs: int | None = None,
          home: str | None = None, fan_out: bool = False) -> dict:
@@ -62,7 +86,8 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     data: a data folder (daily/membership/index parquet [+ features]); None = synthetic data in
     the home folder. models/stocksets/seeds: the training grid (default: the config's).
     config: a TOML file or a name in configs/. epochs: override train.max_epochs.
-    fan_out: run each grid cell as a `miga-cell/cell` deployment run on the work pool.
+    fan_out: run each training stack (`engine.stack_size` cells of one model) as a
+    `miga-stack/stack` deployment run on the work pool.
     """
     log = get_run_logger()
     home = str(Settings.from_env(home).ensure().home)
@@ -76,19 +101,14 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     store_fp = steps.tensor_store(home, data_fp, config)
 
     cells = grid_cells(cfg, models, stocksets, seeds)
-    log.info("training grid: %d cells (%s)", len(cells), ", ".join(c.name for c in cells))
+    stacks = steps.plan_stacks(home, store_fp, [c.as_dict() for c in cells], config)
+    log.info("training grid: %d cells in %d stacks (%s)", len(cells), len(stacks),
+             "; ".join(_stack_name(s) for s in stacks))
     if fan_out:
-        results = _launch_cells_on_pool(home, store_fp, cells, config, epochs)
+        results = _launch_stacks_on_pool(home, store_fp, stacks, config, epochs)
     else:
-        futures = [(c, steps.train_cell.submit(home, store_fp, c.as_dict(), config, epochs)) for c in cells]
-        results = []
-        for c, f in futures:
-            f.wait()
-            state = f.state
-            if state.is_completed():
-                results.append(f.result())
-            else:  # a failed cell is reported and does not stop the others
-                results.append({"cell": c.as_dict(), "error": str(state.message or state.name)})
+        results = _train_stacks(home, store_fp, stacks, config, epochs,
+                                max(1, min(cfg.engine.parallel_stacks, 8)))
 
     ok = [r for r in results if "error" not in r]
     table = results_table(results, mlflow_ui_url())

@@ -1,13 +1,13 @@
 """Prefect tasks: each wraps one `pipeline` function. No logic worth testing lives here.
 
 Values flow from step to step: the ingest returns the warehouse's data fingerprint (its report
-holds it), the tensor-store step returns the store's fingerprint, and the cells, the champion
+holds it), the tensor-store step returns the store's fingerprint, and the stacks, the champion
 step and the next-day step open that store by it instead of re-hashing the warehouse.
 
 Cache keys: ingest on the data folder's file signature; features and store on the data
-fingerprint plus the config; training cells on the store fingerprint plus the config, so a
-rerun on unchanged inputs skips them (the Prefect UI shows them as Cached) and a daily run only
-pays for what is new.
+fingerprint plus the config; training stacks on the store fingerprint, the config (less
+[engine]) and their cells, so a rerun on unchanged inputs skips them (the Prefect UI shows them
+as Cached) and a daily run only pays for what is new.
 """
 from __future__ import annotations
 
@@ -55,10 +55,11 @@ def _transient(task, task_run, state) -> bool:
     return not isinstance(exc, (MigaError, ValueError, KeyError, TypeError, LookupError))
 
 
-def _cell_key(ctx, p) -> str:
+def _stack_key(ctx, p) -> str:
     cfg = _config(p.get("config"), p.get("epochs"))
     s = Settings.from_env(p["home"])
-    return "cell-" + stable_key(p["home"], s.mlflow_uri, p["store_fp"], cfg.fingerprint(), p["cell"])
+    return "stack-" + stable_key(p["home"], s.mlflow_uri, p["store_fp"], cfg.cell_fingerprint(),
+                                 p["cells"])
 
 
 def _store(home: str, store_fp: str):
@@ -107,17 +108,27 @@ def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int
     return build_store(_settings(home), _config(config, epochs)).fingerprint
 
 
-@task(name="train-cell", task_run_name="train {cell[model]} {cell[stockset]} seed {cell[seed]}",
-      cache_key_fn=_cell_key, cache_expiration=CACHE_FOR, persist_result=True,
-      retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
-def train_cell(home: str, store_fp: str, cell: dict, config: str | None = None,
-               epochs: int | None = None) -> dict:
-    from pipeline.cell import run_cell
+def plan_stacks(home: str, store_fp: str, cells: list[dict], config: str | None = None) -> list[list[Cell]]:
+    """The grid's cells packed into training stacks (`pipeline.grid.plan_stacks`)."""
+    from pipeline.grid import plan_stacks as plan
 
-    res = run_cell(_settings(home), _config(config, epochs), Cell.from_dict(cell),
-                   store=_store(home, store_fp))
-    return {"cell": cell, "run_id": res.run_id, "experiment_id": res.experiment_id,
-            "metrics": {k: float(v) for k, v in res.metrics.items()}}
+    return plan(load_config(config), [Cell.from_dict(c) for c in cells], _store(home, store_fp))
+
+
+@task(name="train-stack", cache_key_fn=_stack_key, cache_expiration=CACHE_FOR, persist_result=True,
+      retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
+def train_stack(home: str, store_fp: str, cells: list[dict], config: str | None = None,
+                epochs: int | None = None) -> list[dict]:
+    """A stack of cells (one model) trained together; per cell {cell, run_id, experiment_id,
+    metrics} or {cell, error}. Raises (so every cell of it fails) if training failed."""
+    from pipeline.cell import run_stack
+
+    outs = run_stack(_settings(home), _config(config, epochs), [Cell.from_dict(c) for c in cells],
+                     store=_store(home, store_fp))
+    return [{"cell": c, "error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else
+            {"cell": c, "run_id": r.run_id, "experiment_id": r.experiment_id,
+             "metrics": {k: float(v) for k, v in r.metrics.items()}}
+            for c, r in zip(cells, outs)]
 
 
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])

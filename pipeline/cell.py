@@ -1,14 +1,19 @@
 """One grid cell = one (model, stock set, seed): train, evaluate (IC and backtest), log to MLflow.
 
-`run_cell` is what `miga train` and the flow's cells call; it runs three steps in one MLflow run:
+`run_stack` is what `miga train` and the flow's stacks call (`run_cell` is a stack of one). A
+stack is K cells of one model (`pipeline.grid.pack_stacks`), trained together, each still its
+own MLflow run with the same tags, params, metrics and artifacts as a cell trained alone:
 
-    _train     the model, its loaders and `pipeline.train.fit` (checkpoints, early stopping)
-    _evaluate  valid/test scores, `pipeline.evaluation.evaluate`, the index benchmark, expert usage
-    _log       metrics, plots, predictions and the model to MLflow (`pipeline.tracking`)
+    _train     the K models, their loaders and `pipeline.train.fit_stack` (checkpoints, early
+               stopping, per cell); epoch curves go to each cell's run as they come
+    _evaluate  per cell: valid/test scores, `pipeline.evaluation.evaluate`, the index
+               benchmark, expert usage
+    _log       per cell: metrics, plots, predictions and the model to MLflow (`pipeline.tracking`)
 
-A cell killed mid-training resumes when called again with the same arguments: the checkpoint
-folder is keyed by (model, stock set, seed, config, store fingerprint) and remembers its MLflow
-run, which is reopened and continued rather than duplicated.
+A cell killed mid-training resumes when called again with the same arguments, alone or in any
+stack: the checkpoint folder is keyed by (model, stock set, seed, config without [engine],
+store fingerprint) and remembers its MLflow run, which is reopened and continued rather than
+duplicated.
 """
 from __future__ import annotations
 
@@ -79,55 +84,109 @@ class _Evaluated:
 
 def run_key(cell: Cell, config: Config, store_fp: str) -> str:
     """The cell's checkpoint folder name: same cell, config and store -> same folder."""
-    blob = json.dumps([cell.model, cell.stockset, int(cell.seed), config.fingerprint(), store_fp])
+    blob = json.dumps([cell.model, cell.stockset, int(cell.seed), config.cell_fingerprint(), store_fp])
     return f"{cell.model}-{cell.stockset}-s{cell.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def run_cell(settings: Settings, config: Config, cell: Cell, *, store=None, register: bool = True,
              progress: bool = True) -> CellResult:
-    """Train `cell.model` on `cell.stockset` with `cell.seed`, evaluate on valid/test, log everything.
+    """Train `cell.model` on `cell.stockset` with `cell.seed`, evaluate on valid/test, log everything:
+    a stack of one (`run_stack`). Raises what failed.
 
     store: an open TensorStore (default: `current_store(settings, config)`)."""
+    out = run_stack(settings, config, [cell], store=store, register=register, progress=progress)[0]
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=None,
+              register: bool = True, progress: bool = True) -> list[CellResult | Exception]:
+    """Train the cells (one model; `pipeline.grid.pack_stacks`) together as one stack
+    (`pipeline.train.fit_stack`), then evaluate and log each in its own MLflow run, as
+    `run_cell` does for one. Returns, per cell, its CellResult or the exception that failed its
+    evaluation or logging (that run ends FAILED; the other cells go on). If training fails,
+    every cell's run ends FAILED and the exception is raised: a failed stack fails its cells.
+
+    Each cell keeps its own checkpoint folder and MLflow run, so a killed stack resumes (in a
+    stack of any make-up, or alone) where each cell stopped."""
     from pipeline import tracking
     from pipeline.models import MODELS
     from pipeline.train import resolve_device
 
     t_start = time.perf_counter()
     settings.ensure()
-    if cell.model not in MODELS:
-        raise MigaError(f"unknown model {cell.model!r}; registered: {', '.join(sorted(MODELS))}")
+    if not cells:
+        raise ValueError("a stack needs at least one cell")
+    if len({c.model for c in cells}) != 1:
+        raise ValueError("a stack's cells must share one model: "
+                         + ", ".join(sorted({c.model for c in cells})))
+    if len(set(cells)) != len(cells):
+        raise MigaError("a cell appears twice in one stack: " + ", ".join(c.name for c in cells))
+    model = cells[0].model
+    if model not in MODELS:
+        raise MigaError(f"unknown model {model!r}; registered: {', '.join(sorted(MODELS))}")
     if store is None:
         from pipeline.store import current_store
 
         store = current_store(settings, config)
-    if cell.stockset not in store.members:
-        raise MigaError(f"stock set {cell.stockset!r} is not in the tensor store; "
-                        f"have {', '.join(sorted(store.members))}")
+    for cell in cells:
+        if cell.stockset not in store.members:
+            raise MigaError(f"stock set {cell.stockset!r} is not in the tensor store; "
+                            f"have {', '.join(sorted(store.members))}")
     device = resolve_device(config.train.device)
-    key = run_key(cell, config, store.fingerprint)
-    ckpt_dir = Path(settings.runs_dir) / key
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    run_id_file = ckpt_dir / RUN_ID_FILE
-    resume_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-
-    with tracking.cell_run(settings, cell.name, resume_id) as (run_id, experiment_id, resumed):
+    slots = []
+    for cell in cells:
+        key = run_key(cell, config, store.fingerprint)
+        ckpt_dir = Path(settings.runs_dir) / key
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        run_id_file = ckpt_dir / RUN_ID_FILE
+        resume_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+        run_id, exp_id, resumed = tracking.open_cell_run(settings, cell.name, resume_id)
         run_id_file.write_text(run_id)
+        slots.append(_Slot(cell, ckpt_dir, run_id, exp_id))
         if resumed:
-            tracking.set_tag("resumed", "true")
+            tracking.start_cell(settings, run_id, {"resumed": "true"}, {})
         else:
-            tracking.start_cell(_tags(cell, store, device, key), _params(config, cell, store))
-        trained = _train(config, cell, store, device, ckpt_dir, progress)
-        evaluated = _evaluate(settings, config, cell, store, device, trained)
-        _log(config, cell, store, trained, evaluated, register)
-        seconds = time.perf_counter() - t_start
-        tracking.log_metrics({"run_seconds": seconds})
-    # Finished and logged: the checkpoints are no longer needed (the model is in MLflow).
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    res = trained.fit
-    return CellResult(run_id=run_id, experiment_id=experiment_id, model=cell.model,
-                      stockset=cell.stockset, seed=cell.seed, metrics=evaluated.metrics,
-                      history=res.history, best_epoch=res.best_epoch, seconds=seconds,
-                      notes=evaluated.notes, predictions=evaluated.pred, returns=evaluated.returns)
+            tracking.start_cell(settings, run_id, _tags(cell, store, device, key),
+                                _params(config, cell, store))
+    try:
+        trained = _train(settings, config, slots, store, device, progress)
+    except BaseException:
+        for s in slots:
+            tracking.fail_run(settings, s.run_id)
+        raise
+    out: list[CellResult | Exception] = []
+    for s, tr in zip(slots, trained):
+        try:
+            with tracking.active_run(settings, s.run_id):
+                if len(cells) > 1:
+                    tracking.set_tag("stack", ",".join(c.name for c in cells))
+                evaluated = _evaluate(settings, config, s.cell, store, device, tr)
+                _log(config, s.cell, store, tr, evaluated, register)
+                seconds = time.perf_counter() - t_start
+                tracking.log_metrics({"run_seconds": seconds})
+        except Exception as e:  # this cell's run is FAILED; the others are still logged
+            out.append(e)
+            continue
+        # Finished and logged: the checkpoints are no longer needed (the model is in MLflow).
+        shutil.rmtree(s.ckpt_dir, ignore_errors=True)
+        res = tr.fit
+        out.append(CellResult(run_id=s.run_id, experiment_id=s.experiment_id, model=s.cell.model,
+                              stockset=s.cell.stockset, seed=s.cell.seed, metrics=evaluated.metrics,
+                              history=res.history, best_epoch=res.best_epoch, seconds=seconds,
+                              notes=evaluated.notes, predictions=evaluated.pred,
+                              returns=evaluated.returns))
+    return out
+
+
+@dataclass
+class _Slot:
+    """A cell of a stack and where it keeps its state."""
+    cell: Cell
+    ckpt_dir: Path
+    run_id: str
+    experiment_id: str
 
 
 def _tags(cell: Cell, store, device, key: str) -> dict[str, str]:
@@ -144,29 +203,42 @@ def _params(config: Config, cell: Cell, store) -> dict:
             "model.d_market": len(store.market_names), "data.n_instruments": len(store.instruments)}
 
 
-def _train(config: Config, cell: Cell, store, device, ckpt_dir: Path, progress: bool) -> _Trained:
-    """The model trained with `fit` (resumed from `ckpt_dir` when a checkpoint is there)."""
+def _train(settings: Settings, config: Config, slots: list[_Slot], store, device,
+           progress: bool) -> list[_Trained]:
+    """The stack's models trained with `fit_stack` (each resumed from its checkpoint folder when
+    one is there), each initialised as it would be alone (seeded by its cell)."""
     from pipeline import tracking
     from pipeline.loader import DayLoader
     from pipeline.models import create_model
-    from pipeline.train import fit, seed_everything
+    from pipeline.train import StackCell, fit_stack, seed_everything
 
-    tc = config.train
-    seed_everything(cell.seed)
-    model = create_model(cell.model, d_feat=len(store.feature_names),
-                         d_market=len(store.market_names), **config.model_overrides(cell.model))
-    n_params = sum(p.numel() for p in model.parameters())
+    tc, ec = config.train, config.engine
     eval_days = max(tc.batch_days, EVAL_BATCH_DAYS)
-    train_ld = DayLoader(store, "train", cell.stockset, batch_days=tc.batch_days, shuffle=True,
-                         seed=cell.seed, device=device)
-    valid_ld = DayLoader(store, "valid", cell.stockset, batch_days=eval_days, device=device)
-    test_ld = DayLoader(store, "test", cell.stockset, batch_days=eval_days, device=device)
-    if not len(train_ld) or not len(valid_ld) or not len(test_ld):
-        raise MigaError(f"stock set {cell.stockset!r} has no member days in some segment "
-                        f"(train {len(train_ld)}, valid {len(valid_ld)}, test {len(test_ld)} batches)")
-    res = fit(model, train_ld, valid_ld, tc, seed=cell.seed, checkpoint_dir=ckpt_dir,
-              on_epoch=tracking.log_epoch, progress=progress, device=device)
-    return _Trained(model, res, valid_ld, test_ld, n_params)
+    models, stack_cells, loaders = [], [], []
+    for s in slots:
+        cell = s.cell
+        seed_everything(cell.seed)
+        models.append(create_model(cell.model, d_feat=len(store.feature_names),
+                                   d_market=len(store.market_names),
+                                   **config.model_overrides(cell.model)))
+        train_ld = DayLoader(store, "train", cell.stockset, batch_days=tc.batch_days)
+        valid_ld = DayLoader(store, "valid", cell.stockset, batch_days=eval_days, device=device)
+        test_ld = DayLoader(store, "test", cell.stockset, batch_days=eval_days, device=device)
+        if not len(train_ld) or not len(valid_ld) or not len(test_ld):
+            raise MigaError(f"stock set {cell.stockset!r} has no member days in some segment "
+                            f"(train {len(train_ld)}, valid {len(valid_ld)}, test {len(test_ld)} batches)")
+        stack_cells.append(StackCell(cell.stockset, cell.seed, tc, s.ckpt_dir,
+                                     train_days=train_ld.days, valid_days=valid_ld.days))
+        loaders.append((valid_ld, test_ld))
+
+    def on_epoch(k: int, record: dict) -> None:
+        tracking.log_epoch(settings, slots[k].run_id, record)
+
+    results = fit_stack(models, stack_cells, store, on_epoch=on_epoch, progress=progress,
+                        device=device, graph=ec.cuda_graph, deterministic=ec.deterministic,
+                        eval_batch_days=eval_days)
+    return [_Trained(m, r, v, t, sum(p.numel() for p in m.parameters()))
+            for m, r, (v, t) in zip(models, results, loaders)]
 
 
 def _evaluate(settings: Settings, config: Config, cell: Cell, store, device,

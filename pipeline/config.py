@@ -87,6 +87,16 @@ class BacktestConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """How cells are trained (pipeline/engine), never what they learn: not part of a cell's
+    identity (`Config.cell_fingerprint`)."""
+    stack_size: int
+    parallel_stacks: int
+    cuda_graph: bool
+    deterministic: bool
+
+
+@dataclass(frozen=True)
 class RunConfig:
     models: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -99,6 +109,7 @@ class Config:
     train: TrainConfig
     backtest: BacktestConfig
     run: RunConfig
+    engine: EngineConfig
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model overrides
     source: str = ""  # the file it was loaded from (for logging)
 
@@ -125,6 +136,11 @@ class Config:
 
         walk("", asdict(self))
         return out
+
+    def cell_fingerprint(self) -> str:
+        """The sections that decide what a cell learns: all but [engine] (a cell trains to the
+        same result alone or in a stack of any size)."""
+        return self.fingerprint(*[f.name for f in fields(self) if f.name not in ("engine", "source")])
 
     def fingerprint(self, *sections: str) -> str:
         """Hash of the given sections (all when none), for cache keys."""
@@ -197,6 +213,7 @@ def config_from_dict(raw: dict, source: str = "") -> Config:
         train=_build(TrainConfig, raw.get("train", {}), "train"),
         backtest=_build(BacktestConfig, raw.get("backtest", {}), "backtest"),
         run=_build(RunConfig, raw.get("run", {}), "run"),
+        engine=_build(EngineConfig, raw.get("engine", {}), "engine"),
         models={k: dict(v) for k, v in raw.get("models", {}).items()},
         source=source,
     )

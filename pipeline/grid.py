@@ -35,3 +35,32 @@ def grid_cells(config: Config, models: Iterable[str] | None = None,
     if not (models and stocksets and seeds):
         raise ValueError("the training grid is empty: give at least one model, stock set and seed")
     return [Cell(m, s, int(k)) for m in models for s in stocksets for k in seeds]
+
+
+def pack_stacks(cells: Iterable[Cell], stack_size: int,
+                widths: dict[str, int] | None = None) -> list[list[Cell]]:
+    """The cells packed into training stacks (pipeline/engine): a stack holds cells of one model
+    (one architecture, so their parameters stack), at most `stack_size` of them. Within a model
+    the cells are ordered by their stock set's width (`widths`: stock set -> static member
+    count; a stack pads every cell to its widest), so a stack mixes similar widths. Stacks come
+    in the order of their models' first cells."""
+    if stack_size < 1:
+        raise ValueError(f"engine.stack_size must be at least 1, got {stack_size}")
+    by_model: dict[str, list[Cell]] = {}
+    for c in cells:
+        by_model.setdefault(c.model, []).append(c)
+    widths = widths or {}
+    out = []
+    for group in by_model.values():
+        group = sorted(group, key=lambda c: widths.get(c.stockset, 0))     # stable: keeps seed order
+        out += [group[i:i + stack_size] for i in range(0, len(group), stack_size)]
+    return out
+
+
+def plan_stacks(config: Config, cells: Iterable[Cell], store) -> list[list[Cell]]:
+    """`pack_stacks` with `config.engine.stack_size` and the store's stock-set widths."""
+    from pipeline.engine import stockset_width
+
+    cells = list(cells)
+    widths = {s: stockset_width(store, s) for s in {c.stockset for c in cells} if s in store.members}
+    return pack_stacks(cells, config.engine.stack_size, widths)

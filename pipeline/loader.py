@@ -33,7 +33,7 @@ class Batch:
         return Batch(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
 
 
-def _device_arrays(store: TensorStore, device) -> dict | None:
+def device_arrays(store: TensorStore, device) -> dict | None:
     """The store's arrays as torch tensors on `device`, cached on the store; None if too big."""
     import torch
 
@@ -90,7 +90,7 @@ class DayLoader:
         self.days = days[counts > 0]
         # Per-day member lists, compacted once: (n_t,) int64 into store.instruments.
         self._members = {int(d): np.flatnonzero(members[d]) for d in self.days}
-        self._dev = _device_arrays(store, self.device) if self.device.type == "cuda" else None
+        self._dev = device_arrays(store, self.device) if self.device.type == "cuda" else None
         self._n_all = store.features.shape[1]
         self._cap = store.capacity                       # stock slots per day in the file
         self._flat = store.flat_features()              # (Days * capacity, D) view of the file

@@ -29,7 +29,7 @@ PREDICTIONS_EXPERIMENT = "miga-predictions"
 CHAMPION = "champion"                           # the registered-model alias of the champion
 STATE_ARTIFACT = "model_state/model_state.pt"   # state_dict + how to rebuild the model
 EPOCH_KEYS = ("train_loss", "train_ic", "valid_ic", "valid_rank_ic", "epoch_seconds",
-              "expert_entropy")
+              "train_seconds", "expert_entropy")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -76,31 +76,51 @@ def _finite(d: dict[str, Any]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- training runs
-@contextmanager
-def cell_run(settings: Settings, run_name: str, resume_id: str | None = None) -> Iterator[tuple[str, str, bool]]:
-    """An active run of the training experiment: yields (run_id, experiment_id, resumed).
-
-    resume_id: a run to continue (a killed cell's); a finished or unknown one starts anew."""
-    import mlflow
-
+# A stack trains K cells at once, each its own run: while it trains, the runs are written by
+# id (`open_cell_run`, `start_cell`, `log_epoch`); each is then made the active run in turn
+# (`active_run`) for its evaluation and artifacts, and ends FINISHED, or FAILED on an error.
+def open_cell_run(settings: Settings, run_name: str, resume_id: str | None = None) -> tuple[str, str, bool]:
+    """A run of the training experiment, created (or reopened) without making it active:
+    (run_id, experiment_id, resumed). resume_id: a killed cell's run; a finished or unknown one
+    starts anew."""
     exp_id = setup(settings)
+    client = _client(settings)
     if resume_id:
         try:
-            if _client(settings).get_run(resume_id).info.status == "FINISHED":
-                resume_id = None
+            run = client.get_run(resume_id)
+            if run.info.status != "FINISHED":
+                client.update_run(resume_id, status="RUNNING")
+                return resume_id, run.info.experiment_id, True
         except Exception:  # deleted, or from another tracking store
-            resume_id = None
-    with mlflow.start_run(run_id=resume_id, experiment_id=None if resume_id else exp_id,
-                          run_name=None if resume_id else run_name) as run:
-        yield run.info.run_id, run.info.experiment_id, bool(resume_id)
+            pass
+    run = client.create_run(exp_id, run_name=run_name)
+    return run.info.run_id, exp_id, False
 
 
-def start_cell(tags: dict[str, str], params: dict[str, Any]) -> None:
-    """Tags and params of a new training run (the active one)."""
+@contextmanager
+def active_run(settings: Settings, run_id: str) -> Iterator[str]:
+    """`run_id` as the active run inside: FINISHED on exit, FAILED if an exception leaves."""
     import mlflow
 
-    mlflow.set_tags(tags)
-    mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run.info.run_id
+
+
+def fail_run(settings: Settings, run_id: str) -> None:
+    """Mark a run that will not be finished (its stack failed) as FAILED."""
+    _client(settings).set_terminated(run_id, status="FAILED")
+
+
+def start_cell(settings: Settings, run_id: str, tags: dict[str, str], params: dict[str, Any]) -> None:
+    """Tags and params of a new training run."""
+    from mlflow.entities import Param, RunTag
+
+    client = _client(settings)
+    items = [Param(k, "" if v is None else str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):                  # MLflow takes 100 params a batch
+        client.log_batch(run_id, params=items[i:i + 100])
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def set_tag(key: str, value: str) -> None:
@@ -109,12 +129,15 @@ def set_tag(key: str, value: str) -> None:
     mlflow.set_tag(key, value)
 
 
-def log_epoch(record: dict) -> None:
-    """Per-epoch curves (step = epoch, 1-based)."""
-    import mlflow
+def log_epoch(settings: Settings, run_id: str, record: dict) -> None:
+    """Per-epoch curves of a training run (step = epoch, 1-based)."""
+    import time
 
-    mlflow.log_metrics(_finite({k: record[k] for k in EPOCH_KEYS if k in record}),
-                       step=int(record["epoch"]))
+    from mlflow.entities import Metric
+
+    ts, step = int(time.time() * 1000), int(record["epoch"])
+    vals = _finite({k: record[k] for k in EPOCH_KEYS if k in record})
+    _client(settings).log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v in vals.items()])
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

@@ -3,17 +3,17 @@
 market-guided feature gate -> linear embedding + positions -> intra-stock attention over T
 -> inter-stock attention across the day's members (padding masked) -> temporal attention
 pooling -> linear decoder. Deviations from the reference (all shape-only): batched over B days
-with a member mask; heads computed together with scaled_dot_product_attention.
+with a member mask; attention written out (`layers.attention`) so it runs under the engine's
+vmap, with keyed dropout.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.layers import PositionalEncoding
+from pipeline.models.layers import KeyedDropout, PositionalEncoding, attention
 
 
 @dataclass
@@ -35,22 +35,24 @@ class _AttnBlock(nn.Module):
     size) (SAttention); TAttention uses no scaling (scale=1).
     """
 
-    def __init__(self, d: int, heads: int, dropout: float, scale: float | None):
+    def __init__(self, d: int, heads: int, dropout: float, scale: float | None, stock_dim: int):
         super().__init__()
-        self.heads, self.dropout, self.scale = heads, dropout, scale
+        # stock_dim: the stock axis of (S, L, d) (0 for intra-stock, 1 for inter-stock), which
+        # keys the dropout masks independently of the padding.
+        self.heads, self.dropout, self.scale, self.stock_dim = heads, dropout, scale, stock_dim
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.ffn = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d, d),
-                                 nn.Dropout(dropout))
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.ReLU(), KeyedDropout(dropout, stock_dim),
+                                 nn.Linear(d, d), KeyedDropout(dropout, stock_dim))
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         # x (S, L, d); key_mask (S, L) bool, True = may be attended to
         S, L, d = x.shape
         x = self.norm1(x)
         q, k, v = self.qkv(x).view(S, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # (S, 1, 1, L)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        # attention weights (S, h, L, L): the stock axis is S (intra) or the query axis L (inter)
+        att = attention(q, k, v, key_mask, self.scale, self.dropout, self.training,
+                        stock_dim=0 if self.stock_dim == 0 else (2, 3))
         xt = self.norm2(x + att.transpose(1, 2).reshape(S, L, d))
         return xt + self.ffn(xt)
 
@@ -69,8 +71,8 @@ class MASTER(nn.Module):
         self.gate_bias = nn.Parameter(torch.zeros(d_feat))
         self.embed = nn.Linear(d_feat, cfg.d_model)
         self.pos = PositionalEncoding(cfg.d_model)
-        self.intra = _AttnBlock(cfg.d_model, cfg.t_nhead, cfg.t_dropout, scale=1.0)
-        self.inter = _AttnBlock(cfg.d_model, cfg.s_nhead, cfg.s_dropout, scale=None)
+        self.intra = _AttnBlock(cfg.d_model, cfg.t_nhead, cfg.t_dropout, scale=1.0, stock_dim=0)
+        self.inter = _AttnBlock(cfg.d_model, cfg.s_nhead, cfg.s_dropout, scale=None, stock_dim=1)
         self.pool = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.decoder = nn.Linear(cfg.d_model, 1)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.layers import gather_real, scatter_real
+from pipeline.models.layers import attention, real_rows, record, stock_rows
 from pipeline.models.lstm import LSTMConfig, LSTMEncoder
 from pipeline.models.tcn import TCNConfig, TCNEncoder
 from pipeline.models.transformer import TransformerConfig, TransformerEncoderT
@@ -80,8 +80,7 @@ class GroupAttention(nn.Module):
         *lead, E, d = o.shape                             # lead = (..., G)
         h = self.heads
         qkv = self.qkv(o).reshape(-1, E, 3, h, d // h).permute(2, 0, 3, 1, 4)  # (3, n*G, h, E, d/h)
-        mixed = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2],
-                                               dropout_p=self.dropout if self.training else 0.0)
+        mixed = attention(qkv[0], qkv[1], qkv[2], dropout=self.dropout, training=self.training)
         mixed = self.proj(mixed.transpose(1, 2).reshape(*lead, E, d))  # (..., G, E, d)
         return o + mixed if self.residual else mixed
 
@@ -93,16 +92,19 @@ def route_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros(logits.shape, dtype=w.dtype, device=logits.device).scatter(-1, idx, w)
 
 
-def router_loss(logits: torch.Tensor) -> torch.Tensor:
+def router_loss(logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 11 for real stocks: sum over the G*E logits of (h - mean(h))^2, averaged over stocks.
 
-    The paper sums over days and stocks; we average over stocks so alpha = 2e-3 means the same
-    thing for CSI300 and CSI1000 days and for any batch size.
+    rows: (n,) bool, the real stocks among the n rows (None = all). The paper sums over days and
+    stocks; we average over stocks so alpha = 2e-3 means the same thing for CSI300 and CSI1000
+    days and for any batch size.
     """
-    if logits.shape[0] == 0:
-        return logits.sum()
     dev = logits - logits.mean(-1, keepdim=True)
-    return dev.pow(2).sum(-1).mean()
+    per = dev.pow(2).sum(-1)                              # (n,)
+    if rows is None:
+        return per.mean() if per.shape[0] else per.sum()
+    w = rows.to(per.dtype)
+    return (per * w).sum() / w.sum().clamp(min=1.0)
 
 
 class MIGA(nn.Module):
@@ -153,8 +155,12 @@ class MIGA(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
                 market: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(gather_real(x, mask))            # (n, H), real stocks only
+        rows = mask.reshape(-1)                           # (B*N,)
+        with real_rows(rows):
+            h = self.encoder(stock_rows(x, mask))         # (B*N, H), padding rows zeroed
         logits, w, preds = self.heads(h)
-        y = (w * preds).sum((-1, -2))                     # (n,) eq. 9
-        self.last_routing = scatter_real(w.detach(), mask)  # (B, N, G, E), zeros at padding
-        return scatter_real(y, mask), router_loss(logits)
+        y = (w * preds).sum((-1, -2)).view(mask.shape)    # (B, N) eq. 9
+        routing = (w.detach() * rows[:, None, None]).view(*mask.shape, *w.shape[1:])
+        if not record("routing", routing):                # (B, N, G, E), zeros at padding
+            self.last_routing = routing                   # a direct call (not the engine)
+        return y.masked_fill(~mask, 0.0), router_loss(logits, rows)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.layers import PerStockModel
+from pipeline.models.layers import KeyedDropout, MaskedBatchNorm1d, PerStockModel
 
 
 @dataclass
@@ -52,7 +52,7 @@ class DepthwiseConvBN(nn.Module):
         self.kernel = kernel
         bound = kernel ** -0.5                              # nn.Conv1d's default init range
         self.weight = nn.Parameter(torch.empty(channels, kernel).uniform_(-bound, bound))
-        self.bn = nn.BatchNorm1d(channels)
+        self.bn = MaskedBatchNorm1d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         L = x.shape[-1]
@@ -77,7 +77,7 @@ class GroupedFFN(nn.Module):
         self.b1 = nn.Parameter(torch.empty(groups, c * ratio).uniform_(-b1, b1))
         self.w2 = nn.Parameter(torch.empty(groups, c * ratio, c).uniform_(-b2, b2))
         self.b2 = nn.Parameter(torch.empty(groups, c).uniform_(-b2, b2))
-        self.drop = nn.Dropout(drop)
+        self.drop = KeyedDropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.gelu(self.drop(torch.einsum("bgc,gcf->bgf", x, self.w1) + self.b1))
@@ -90,7 +90,7 @@ class ModernTCNBlock(nn.Module):
         # large kernel + small re-parameterisation branch, each with its BN (reference)
         self.large = DepthwiseConvBN(M * C, large)
         self.small = DepthwiseConvBN(M * C, small) if small else None
-        self.norm = nn.BatchNorm1d(C)
+        self.norm = MaskedBatchNorm1d(C)
         self.ffn1 = GroupedFFN(M, C, ratio, drop)           # per variable: mixes its C channels
         self.ffn2 = GroupedFFN(C, M, ratio, drop)           # per channel: mixes the M variables
 
@@ -105,6 +105,14 @@ class ModernTCNBlock(nn.Module):
         return x + z.reshape(n, L, M, C).permute(0, 2, 3, 1)
 
 
+def _fold_stem_bias(module, state_dict, prefix, *args) -> None:
+    """A state saved with the stem conv's bias: subtract it from the stem norm's running mean."""
+    bias = state_dict.pop(prefix + "stem.0.bias", None)
+    if bias is not None:
+        key = prefix + "stem.1.running_mean"
+        state_dict[key] = state_dict[key] - bias
+
+
 class ModernTCNEncoder(nn.Module):
     """(n, T, D) -> (n, M*C*L'): flattened block output (the reference's classification head)."""
 
@@ -113,14 +121,21 @@ class ModernTCNEncoder(nn.Module):
         self.cfg = cfg
         M, C = (cfg.n_vars or d_feat), cfg.d_model
         self.embed = nn.Linear(d_feat, M) if cfg.n_vars else None
-        self.stem = nn.Sequential(nn.Conv1d(1, C, cfg.patch_size, stride=cfg.patch_stride), nn.BatchNorm1d(C))
+        # The reference's stem conv has a bias; the batch norm right after it cancels a bias in
+        # training, so its gradient is zero up to rounding, which Adam rescales into full-size
+        # steps that only move the eval-mode running mean: the same run differed by 2e-3 in
+        # validation IC between two float orders (alone or in a stack). No bias here; a saved
+        # state with one loads with the bias folded into the running mean (exact in eval).
+        self.stem = nn.Sequential(nn.Conv1d(1, C, cfg.patch_size, stride=cfg.patch_stride, bias=False),
+                                  MaskedBatchNorm1d(C))
+        self.register_load_state_dict_pre_hook(_fold_stem_bias)
         self.blocks = nn.Sequential(*[ModernTCNBlock(M, C, cfg.ffn_ratio, cfg.large_size, cfg.small_size,
                                                      cfg.dropout) for _ in range(cfg.num_blocks)])
         self.M, self.C = M, C
         pad = cfg.patch_size - cfg.patch_stride
         self.n_patches = (cfg.window + pad - cfg.patch_size) // cfg.patch_stride + 1
         self.out_dim = M * C * self.n_patches
-        self.drop = nn.Dropout(cfg.head_dropout)
+        self.drop = KeyedDropout(cfg.head_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, T, _ = x.shape

@@ -64,10 +64,13 @@ def test_run_has_tags_params_and_curves(logged):
         hist = client.get_metric_history(res.run_id, key)
         assert [m.step for m in hist] == [1, 2], key
     # valid curves: epochs 1, 2, then the restored best epoch's value as the run's final value
+    # (the curve is scored by the training engine's padded, vmapped batch and the final value by
+    # the evaluation's loader: the same weights in another float order, so within 1e-6)
     for key in ("valid_ic", "valid_rank_ic"):
         hist = sorted(client.get_metric_history(res.run_id, key), key=lambda m: m.step)
         assert [m.step for m in hist] == [1, 2, 3], key
-        assert hist[-1].value == pytest.approx(hist[res.best_epoch - 1].value, abs=1e-12)
+        assert hist[-1].value == pytest.approx(hist[res.best_epoch - 1].value, abs=1e-6)
+        assert abs(hist[0].value - hist[1].value) > 1e-4     # the epochs do differ
         assert run.data.metrics[key] == hist[-1].value
     ent = client.get_metric_history(res.run_id, "expert_entropy")
     assert all(0 < m.value <= np.log(6) + 1e-6 for m in ent)
@@ -96,7 +99,7 @@ def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
         assert logged_m[f"{seg}_rank_ic"] == pytest.approx(ric.mean(), abs=1e-9)
         assert logged_m[f"{seg}_rank_icir"] == pytest.approx(ric.mean() / ric.std(ddof=1), abs=1e-9)
     # portfolio metrics: the long-only excess by hand, the rest through the same evaluate()
-    test = pred[(pred.segment == "test") & pred.label.notna()]
+    test = pred[(pred.segment == "test") & pred.label.notna()].astype({"score": float, "label": float})
     ex = []
     for _, g in test.groupby("date"):
         k = max(1, int(len(g) * 0.05))
@@ -178,8 +181,8 @@ def test_experiment_resumes_after_kill_with_the_same_run_and_metrics(settings, m
     cfg = _config(epochs=3)
     real = tracking.log_epoch
 
-    def dies_after_first_epoch(rec):
-        real(rec)
+    def dies_after_first_epoch(settings, run_id, rec):
+        real(settings, run_id, rec)
         if rec["epoch"] == 1:
             raise Killed
 

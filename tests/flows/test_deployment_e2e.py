@@ -99,7 +99,8 @@ def test_full_pipeline_deployment_runs_on_a_worker(server, tiny_data):
 
 
 def test_grid_fans_out_over_two_workers(server, tiny_data):
-    """fan_out=True: each cell is a `miga-cell/cell` run; two workers on the pool share them."""
+    """fan_out=True: each training stack (the cells of one model) is a `miga-stack/stack` run;
+    two workers on the pool share them."""
     settings, env = server
     # One run at a time per worker (--limit 1), so the second worker must take cells too.
     pids = [stack.spawn(settings, f"worker-{i}",
@@ -114,14 +115,15 @@ def test_grid_fans_out_over_two_workers(server, tiny_data):
     assert out.returncode == 0, out.stderr[-4000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(results) == 4 and all("error" not in r for r in results), results
-    cell_runs = [r for r in _post_filter(env) if r["name"].startswith("cell ")]
-    assert len(cell_runs) == 4 and all(r["state"]["type"] == "COMPLETED" for r in cell_runs)
+    cell_runs = [r for r in _post_filter(env) if r["name"].startswith("train ")]
+    assert sorted(r["name"].split(" x")[0] for r in cell_runs) == ["train lstm", "train tcn"]
+    assert all(r["state"]["type"] == "COMPLETED" for r in cell_runs)
     # The worker that ran a flow run labels it with its name. (Counting run ids in the worker
     # logs over-counts: a worker that loses the race for a run also logs its id, "aborted".)
     took = Counter(r["labels"].get("prefect.worker.name") for r in cell_runs)
-    assert set(took) == {"fan-0", "fan-1"}, took  # both workers ran cells
+    assert set(took) == {"fan-0", "fan-1"}, took  # both workers ran a stack
     for i in range(2):
-        assert "miga-cell" in (settings.logs_dir / f"worker-{i}.log").read_text()
+        assert "miga-stack" in (settings.logs_dir / f"worker-{i}.log").read_text()
     assert all(stack._alive(p) for p in pids)
 
 

@@ -180,3 +180,25 @@ def test_batch_without_members_is_harmless(name):
     scores, aux = model(x, torch.zeros(B, N, dtype=torch.bool), market)
     (scores.sum() + aux).backward()
     assert scores.shape == (B, N) and torch.isfinite(scores).all() and float(aux.detach()) == 0.0
+
+
+def test_moderntcn_folds_an_old_stem_bias_into_the_running_mean():
+    """States saved when the stem conv had a bias (now dropped: the norm after it cancels it)
+    load with the same eval-mode scores."""
+    from torch import nn
+
+    old = build("moderntcn", seed=1)
+    conv = old.encoder.stem[0]
+    old.encoder.stem[0] = nn.Conv1d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                    stride=conv.stride)         # the earlier architecture
+    old.encoder._load_state_dict_pre_hooks.clear()
+    state = old.state_dict()
+    state["encoder.stem.1.running_mean"] = torch.randn_like(state["encoder.stem.1.running_mean"])
+    state["encoder.stem.1.running_var"] = torch.rand_like(state["encoder.stem.1.running_var"]) + 0.5
+    old.load_state_dict(state)
+    new = build("moderntcn", seed=2)
+    new.load_state_dict(state)
+    x, mask, market = batch()
+    ref, got = old.eval()(x, mask, market)[0], new.eval()(x, mask, market)[0]
+    assert state["encoder.stem.0.bias"].abs().max() > 0.01
+    assert torch.allclose(ref, got, atol=1e-5)

@@ -1,0 +1,274 @@
+"""The training engine: seconds per cell-epoch when K cells train as one stack, and the grid.
+
+    .venv/bin/python benchmarks/bench_stack.py [--home DIR] [--models a,b] [--ks 1,3,9,27]
+        [--days 16] [--separate 3] [--device auto] [--threads N]
+    .venv/bin/python benchmarks/bench_stack.py --grid [--epochs 60] [--patience 10] [--days 0]
+
+Store: the shared data's tensor store (default config) when it is built in the home folder
+(`miga ingest --data ../shared/data && miga features && miga store`), else a synthetic store of
+the same csi300 shape (300 members a day, 158 features, 24 market features, T = 5), and says so.
+
+Per model, K cells on csi300 (seeds 0..K-1) at B = 1 day per cell per step, the paper's
+protocol: one `fit_stack` of 2 epochs over the first --days training days (4 validation days);
+the second epoch's training pass (`train_seconds`: gather, forward, backward, clip, Adam; the
+first epoch holds the warm-up and, on a GPU, the graph capture) divided by K and scaled to the
+full training segment = seconds per cell-epoch. On a GPU each K is measured eager and
+graph-captured, float32 and bf16 autocast; on a CPU (no graphs, no bf16 autocast) eager float32,
+and beside it --separate cells trained one after another as K separate runs (same days), so the
+ratio stacked / separate is taken side by side in one run. Prints figures; asserts nothing.
+
+--grid: the paper's grid (every model x csi300/csi500/csi1000 x 3 seeds) packed into stacks by
+`pipeline.grid.pack_stacks` ([engine] stack_size), each trained with `fit_stack` to --epochs
+with early stopping (--patience) on the validation IC, stacks one after another; prints the
+wall time and, on a GPU, the mean and quartiles of the GPU's utilisation sampled by nvidia-smi
+every 0.5 s. --days 0 = the whole train segment (the real grid); evaluation and MLflow logging
+are not included (they run once per cell, not per epoch).
+
+Measured figures (2026-12-04): see the closing note of the engine issue and the figures below.
+
+CPU, the 2-core machine, idle, no GPU: (filled in below from the run in this session)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_train import SHARED_TRAIN_DAYS, synthetic_store  # noqa: E402
+
+D, M = 158, 24
+
+
+def _store(args, cfg):
+    from pipeline.settings import Settings
+
+    try:
+        from pipeline.store import current_store
+
+        store = current_store(Settings.from_env(args.home), cfg)
+        if "csi300" not in store.members:
+            raise LookupError("no csi300 in the store")
+        return store, f"shared data store {store.fingerprint} ({store.root})", None
+    except Exception as e:  # not built here: same shapes, synthetic values
+        tmp = tempfile.TemporaryDirectory()
+        days = SHARED_TRAIN_DAYS + 260 if args.grid else max(args.days, 8) + 260
+        store = synthetic_store(Path(tmp.name) / "s", days=days, train_days=days - 260)
+        return store, (f"SYNTHETIC store of csi300 shape (300 members/day, {D} features, T=5): the "
+                       f"shared-data store is not built ({type(e).__name__}: {e})"), tmp
+
+
+def _models(name, K, store, cfg, seed0=0):
+    import torch
+
+    from pipeline.models import create_model
+
+    out = []
+    for k in range(K):
+        torch.manual_seed(seed0 + k)
+        out.append(create_model(name, d_feat=len(store.feature_names), d_market=len(store.market_names),
+                                **cfg.model_overrides(name)))
+    return out
+
+
+def stack_seconds(store, name, K, days, valid, cfg, device, graph, bf16, stocksets=("csi300",)):
+    """(train seconds of the second epoch, its process CPU seconds) of a stack of K cells."""
+    from pipeline.train import StackCell, fit_stack
+
+    tc = replace(cfg.train, batch_days=1, max_epochs=2, patience=10, device=str(device), bf16=bf16)
+    cells = [StackCell(stocksets[k % len(stocksets)], k, tc, None, train_days=days, valid_days=valid)
+             for k in range(K)]
+    c0 = time.process_time()
+    res = fit_stack(_models(name, K, store, cfg), cells, store, progress=False, device=device,
+                    graph=graph, deterministic=False)
+    cpu = time.process_time() - c0
+    h = res[0].history
+    # CPU seconds of the second epoch's training: the whole call's CPU time in the ratio of the
+    # two epochs' wall times (process_time has no per-epoch split)
+    share = h[1]["train_seconds"] / max(sum(r["epoch_seconds"] for r in h), 1e-9)
+    return h[1]["train_seconds"], cpu * share
+
+
+def separate_seconds(store, name, K, days, valid, cfg, device):
+    """The same K cells as K separate runs, one after another: summed second-epoch seconds."""
+    wall = cpu = 0.0
+    for k in range(K):
+        w, c = _one_cell(store, name, k, days, valid, cfg, device)
+        wall, cpu = wall + w, cpu + c
+    return wall, cpu
+
+
+def _one_cell(store, name, seed, days, valid, cfg, device):
+    from pipeline.train import StackCell, fit_stack
+
+    tc = replace(cfg.train, batch_days=1, max_epochs=2, patience=10, device=str(device))
+    c0 = time.process_time()
+    res = fit_stack(_models(name, 1, store, cfg, seed), [StackCell("csi300", seed, tc, None, days, valid)],
+                    store, progress=False, device=device, graph=False, deterministic=False)
+    cpu = time.process_time() - c0
+    h = res[0].history
+    return h[1]["train_seconds"], cpu * h[1]["train_seconds"] / max(sum(r["epoch_seconds"] for r in h), 1e-9)
+
+
+class GpuSampler:
+    """nvidia-smi utilisation.gpu every 0.5 s in a thread (None values when it is absent)."""
+
+    def __init__(self):
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                      "--format=csv,noheader,nounits"], capture_output=True,
+                                     text=True, timeout=5).stdout.split()
+                if out:
+                    self.values.append(float(out[0]))
+            except (OSError, ValueError, subprocess.SubprocessError):
+                return
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(timeout=10)
+
+
+def bench_stacks(args, store, cfg, device, full_days):
+    import numpy as np
+
+    train = store.segment_days("train")
+    members = store.members["csi300"]
+    train = train[members[train].any(1)]
+    days = train[: args.days]
+    valid = store.segment_days("valid")[:4]
+    scale = full_days / len(days)
+    ks = [int(k) for k in args.ks.split(",")]
+    modes = ([(False, False), (True, False), (False, True), (True, True)] if device.type == "cuda"
+             else [(False, False)])
+    print(f"{len(days)} training days per measurement, scaled x{scale:.1f} to a full epoch "
+          f"({full_days} days); B = 1 per cell; s/cell-epoch = stack epoch / K\n")
+    cols = [f"K={k} " + ("graph" if g else "eager") + (" bf16" if b else " fp32")
+            for g, b in modes for k in ks]
+    print(f"{'model':<12}" + "".join(f"{c:>18}" for c in cols)
+          + ("" if device.type == "cuda" else f"{'separate x' + str(args.separate):>16}{'stack/sep (cpu)':>17}"))
+    for name in args.models.split(","):
+        t0 = time.perf_counter()
+        row, cpu_k = [], {}
+        for graph, bf16 in modes:
+            for K in ks:
+                try:
+                    w, c = stack_seconds(store, name, K, days, valid, cfg, device, graph, bf16)
+                    row.append(f"{w / K * scale:>18.3f}")
+                    cpu_k[K] = (w, c)
+                except Exception as e:  # e.g. out of memory at a large K: say so, go on
+                    row.append(f"{type(e).__name__:>18}")
+                    if device.type == "cuda":
+                        import torch
+
+                        torch.cuda.empty_cache()
+        tail = ""
+        if device.type != "cuda" and args.separate in cpu_k:
+            w_s, c_s = separate_seconds(store, name, args.separate, days, valid, cfg, device)
+            w_k, c_k = cpu_k[args.separate]
+            tail = f"{w_s / args.separate * scale:>16.3f}{w_k / w_s:>9.2f} ({c_k / c_s:.2f})"
+        print(f"{name:<12}" + "".join(row) + tail + f"   [{time.perf_counter() - t0:.0f} s]", flush=True)
+    print("\nfigures: seconds per cell-epoch (wall); separate x K: the same K cells as K runs one "
+          "after another;\nstack/sep: wall ratio of the stack to the separate runs (process CPU "
+          "time ratio in brackets);\n< 1 = the stack is cheaper per cell.")
+    del np
+
+
+def bench_grid(args, store, cfg, device):
+    from pipeline.grid import grid_cells, plan_stacks
+    from pipeline.train import StackCell, fit_stack
+
+    sets = [s for s in ("csi300", "csi500", "csi1000") if s in store.members] or ["csi300"]
+    cells = grid_cells(cfg, args.models.split(","), sets, [0, 1, 2])
+    stacks = plan_stacks(cfg, cells, store)
+    tc = replace(cfg.train, batch_days=1, max_epochs=args.epochs, patience=args.patience,
+                 device=str(device))
+    train = store.segment_days("train")
+    days = train if args.days == 0 else train[: args.days]
+    print(f"grid: {len(cells)} cells in {len(stacks)} stacks (stack_size {cfg.engine.stack_size}); "
+          f"{len(days)} training days, up to {args.epochs} epochs, patience {args.patience}")
+    t0 = time.perf_counter()
+    epochs = 0
+    with GpuSampler() as gpu:
+        for stack in stacks:
+            t = time.perf_counter()
+            cs = [StackCell(c.stockset, c.seed, tc, None, train_days=days) for c in stack]
+            models = []
+            for c in stack:
+                models += _models(c.model, 1, store, cfg, c.seed)
+            res = fit_stack(models, cs, store, progress=False, device=device,
+                            graph=cfg.engine.cuda_graph, deterministic=cfg.engine.deterministic)
+            epochs += sum(r.epochs_run for r in res)
+            print(f"  {stack[0].model:<12} x{len(stack)}  {time.perf_counter() - t:8.1f} s  "
+                  f"epochs {[r.epochs_run for r in res]}", flush=True)
+    wall = time.perf_counter() - t0
+    print(f"grid wall time: {wall:.1f} s ({wall / 60:.1f} min), {epochs} cell-epochs")
+    if gpu.values:
+        q = statistics.quantiles(gpu.values, n=4)
+        print(f"GPU utilisation: mean {statistics.mean(gpu.values):.0f}%, quartiles "
+              f"{q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}% over {len(gpu.values)} samples")
+    else:
+        print("GPU utilisation: not sampled (no nvidia-smi)")
+
+
+def main() -> None:
+    import torch
+
+    from pipeline.config import load_config
+    from pipeline.models import MODELS
+    from pipeline.train import resolve_device
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home")
+    ap.add_argument("--config")
+    ap.add_argument("--models", default=",".join(sorted(MODELS)))
+    ap.add_argument("--ks", default="1,3,9,27", help="cells per stack to measure")
+    ap.add_argument("--days", type=int, default=16, help="training days per measurement (--grid: 0 = all)")
+    ap.add_argument("--separate", type=int, default=3,
+                    help="on a CPU: also train this many cells as separate runs (0 = skip)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--grid", action="store_true", help="time the whole paper grid instead")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--patience", type=int, default=10)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    device = resolve_device(args.device)
+    store, source, tmp = _store(args, cfg)
+    print(f"store: {source}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"cpu ({torch.get_num_threads()} torch threads)"
+    print(f"device: {name}; torch {torch.__version__}")
+    train = store.segment_days("train")
+    full = SHARED_TRAIN_DAYS if tmp is not None else int(store.members["csi300"][train].any(1).sum())
+    if args.grid:
+        bench_grid(args, store, cfg, device)
+    else:
+        bench_stacks(args, store, cfg, device, full)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The grid as stacks: cells packed by model, a stack trained together and logged as one MLflow
+run per cell (the same tags, params and metrics as a cell trained alone), a failed stack that
+fails each of its runs, and `miga train` over several seeds and stock sets."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.grid import Cell, pack_stacks
+from tests.code.test_tracking import _config
+from tests.synthetic_store import make_store
+
+
+def test_pack_stacks_by_model_size_and_width():
+    cells = [Cell(m, s, k) for m in ("tcn", "lstm") for s in ("wide", "narrow") for k in (0, 1)]
+    stacks = pack_stacks(cells, 3, widths={"wide": 1000, "narrow": 300})
+    assert [[c.name for c in s] for s in stacks] == [
+        ["tcn/narrow/seed0", "tcn/narrow/seed1", "tcn/wide/seed0"], ["tcn/wide/seed1"],
+        ["lstm/narrow/seed0", "lstm/narrow/seed1", "lstm/wide/seed0"], ["lstm/wide/seed1"]]
+    assert pack_stacks(cells, 1) == [[c] for c in cells]       # stack_size 1: a cell at a time
+    assert len(pack_stacks(cells, 27)) == 2
+    with pytest.raises(ValueError, match="stack_size"):
+        pack_stacks(cells, 0)
+
+
+def _runs(settings):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.mlflow_uri)
+    exp = client.get_experiment_by_name("miga")
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id]))
+
+
+def test_a_stack_logs_each_cell_as_a_cell_alone_would(tmp_path):
+    from pipeline.cell import run_cell, run_stack
+    from pipeline.settings import Settings
+
+    cfg = _config(epochs=2)
+    cells = [Cell("tcn", "small", 0), Cell("tcn", "large", 1)]
+    store = make_store(tmp_path / "store")
+    alone = Settings.from_env(tmp_path / "alone").ensure()
+    together = Settings.from_env(tmp_path / "together").ensure()
+    solo = [run_cell(alone, cfg, c, store=store, register=False, progress=False) for c in cells]
+    stacked = run_stack(together, cfg, cells, store=store, register=False, progress=False)
+    client_a, runs_a = _runs(alone)
+    client_t, runs_t = _runs(together)
+    assert len(runs_t) == 2 and all(r.info.status == "FINISHED" for r in runs_t)
+    by_name = {r.info.run_name: r for r in runs_t}
+    for a, t in zip(solo, stacked):
+        assert not isinstance(t, BaseException), t
+        ra, rt = client_a.get_run(a.run_id), by_name[t.model + "/" + t.stockset + "/seed" + str(t.seed)]
+        assert rt.info.run_id == t.run_id
+        tags_a = {k: v for k, v in ra.data.tags.items() if not k.startswith("mlflow.")}
+        tags_t = {k: v for k, v in rt.data.tags.items() if not k.startswith("mlflow.")}
+        assert tags_t.pop("stack") == "tcn/small/seed0,tcn/large/seed1"
+        assert tags_a == tags_t                          # model, stockset, seed, fingerprints, run_key
+        assert ra.data.params == rt.data.params
+        assert set(ra.data.metrics) == set(rt.data.metrics)
+        for k in ("test_ic", "valid_ic", "long_only_ar", "best_epoch"):
+            assert rt.data.metrics[k] == pytest.approx(ra.data.metrics[k], rel=1e-4, abs=1e-5), k
+        for key in ("train_loss", "valid_ic"):
+            assert [m.step for m in client_t.get_metric_history(t.run_id, key)] == \
+                   [m.step for m in client_a.get_metric_history(a.run_id, key)]
+        arts = {f.path for f in client_t.list_artifacts(t.run_id)}
+        assert {"predictions.parquet", "history.json", "training_curves.png"} <= arts
+    assert stacked[0].metrics["test_ic"] != stacked[1].metrics["test_ic"]
+
+
+def test_a_failed_stack_fails_each_of_its_runs(settings, monkeypatch):
+    import pipeline.train
+    from pipeline.cell import run_stack
+
+    def boom(*a, **k):
+        raise RuntimeError("out of memory on the device")
+
+    monkeypatch.setattr(pipeline.train, "fit_stack", boom)
+    store = make_store(settings.home / "store")
+    cells = [Cell("tcn", "small", 0), Cell("tcn", "large", 0)]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_stack(settings, _config(), cells, store=store, register=False, progress=False)
+    _, runs = _runs(settings)
+    assert sorted(r.info.run_name for r in runs) == ["tcn/large/seed0", "tcn/small/seed0"]
+    assert all(r.info.status == "FAILED" for r in runs)
+
+
+def test_a_stack_takes_one_model(settings):
+    from pipeline.cell import run_stack
+
+    with pytest.raises(ValueError, match="one model"):
+        run_stack(settings, _config(), [Cell("tcn", "small", 0), Cell("lstm", "small", 0)],
+                  store=make_store(settings.home / "store"))
