@@ -61,8 +61,8 @@ def _store(args, cfg):
         return store, f"shared data store {store.fingerprint} ({store.root})", None
     except Exception as e:  # not built here: same shapes, synthetic values
         tmp = tempfile.TemporaryDirectory()
-        days = SHARED_TRAIN_DAYS + 260 if args.grid else max(args.days, 8) + 260
-        store = synthetic_store(Path(tmp.name) / "s", days=days, train_days=days - 260)
+        train_days = SHARED_TRAIN_DAYS if args.grid else args.days + 8   # + window and embargo
+        store = synthetic_store(Path(tmp.name) / "s", days=train_days + 260, train_days=train_days)
         return store, (f"SYNTHETIC store of csi300 shape (300 members/day, {D} features, T=5): the "
                        f"shared-data store is not built ({type(e).__name__}: {e})"), tmp
 
@@ -168,6 +168,7 @@ def bench_stacks(args, store, cfg, device, full_days):
           + ("" if device.type == "cuda" else f"{'separate x' + str(args.separate):>16}{'stack/sep (cpu)':>17}"))
     for name in args.models.split(","):
         t0 = time.perf_counter()
+        stack_seconds(store, name, 1, days[:2], valid[:1], cfg, device, False, False)  # warm-up
         row, cpu_k = [], {}
         for graph, bf16 in modes:
             for K in ks:

@@ -108,16 +108,18 @@ def _day_stock_coord(coord: torch.Tensor, length: int, layout) -> torch.Tensor:
     return ((stock // N) * _STRIDE + stock % N) * r + sub
 
 
-def keyed_uniform(key: torch.Tensor, salt: int, shape, stock_dims, device,
-                  layout: tuple[int, int] | None = None) -> torch.Tensor:
-    """Uniforms in [0, 1) of `shape`, a pure function of (key, salt, position). A position is
-    counted from the coordinates on the stock axes `stock_dims` (an int or a tuple) with a
-    fixed stride, never their sizes, so it does not depend on how many stocks a tensor is
-    padded to (a cell draws the same mask alone or in a stack padded to a larger stock set).
-    layout: the batch's (B, N) (`keyed`); an axis of B*N*r rows is counted by (day, stock)."""
-    shape = tuple(shape)
-    dims = tuple(sorted(d % len(shape) for d in ((stock_dims,) if isinstance(stock_dims, int)
-                                                 else stock_dims)))
+_POSITION_HASHES: dict = {}
+
+
+def _position_hash(shape: tuple, dims: tuple, device, layout) -> torch.Tensor:
+    """mix32 of every element's position (int64, < 2^32), cached per (shape, stock axes, device,
+    layout): it depends on no key, so a step pays for it once, not at every dropout call
+    (hashing was most of ModernTCN's step on a CPU). A position is counted from the coordinates
+    on the stock axes with a fixed stride, never their sizes."""
+    cache_key = (shape, dims, str(device), layout)
+    h = _POSITION_HASHES.get(cache_key)
+    if h is not None:
+        return h
     inner = [n for i, n in enumerate(shape) if i not in dims]
     n_inner = math.prod(inner)
     pos = torch.arange(n_inner, device=device).reshape(inner or [1])
@@ -127,10 +129,31 @@ def keyed_uniform(key: torch.Tensor, salt: int, shape, stock_dims, device,
         pos = pos + coord.view([-1 if i == d else 1 for i in range(pos.dim())]) * (
             n_inner * _STRIDE ** (dims.index(d)))
     pos = pos.reshape(shape)
-    h = mix32((key * 0x9E3779B1 + salt * 0x85EBCA77) & _M32)
-    h = mix32((pos & _M32) ^ h)
-    h = mix32(h ^ ((pos >> 32) + 0x27D4EB2F))
-    return h.to(torch.float32) * (1.0 / 4294967296.0)
+    h = mix32(mix32(pos & _M32) ^ ((pos >> 32) * 0x27D4EB2F & _M32))   # both halves of pos
+    if len(_POSITION_HASHES) >= 256:                       # bounded: shapes of a few models
+        _POSITION_HASHES.clear()
+    _POSITION_HASHES[cache_key] = h
+    return h
+
+
+def keyed_bits(key: torch.Tensor, salt: int, shape, stock_dims, device,
+               layout: tuple[int, int] | None = None) -> torch.Tensor:
+    """32 random bits (int64 in [0, 2^32)) per element of `shape`, a pure function of (key,
+    salt, position): mix32(position hash ^ key hash). The position does not depend on how many
+    stocks a tensor is padded to (a cell draws the same mask alone or in a stack padded to a
+    larger stock set). stock_dims: the stock axes (an int or a tuple). layout: the batch's
+    (B, N) (`keyed`); an axis of B*N*r rows is counted by (day, stock)."""
+    shape = tuple(shape)
+    dims = tuple(sorted(d % len(shape) for d in ((stock_dims,) if isinstance(stock_dims, int)
+                                                 else stock_dims)))
+    k = mix32((key * 0x9E3779B1 + salt * 0x85EBCA77) & _M32)
+    return mix32(_position_hash(shape, dims, device, layout) ^ k)
+
+
+def keyed_uniform(key: torch.Tensor, salt: int, shape, stock_dims, device,
+                  layout: tuple[int, int] | None = None) -> torch.Tensor:
+    """`keyed_bits` as uniforms in [0, 1)."""
+    return keyed_bits(key, salt, shape, stock_dims, device, layout).to(torch.float32) * 2.0 ** -32
 
 
 _STRIDE = 1 << 14          # the stock coordinates' stride: positions stay distinct below 16,384 stocks
@@ -156,8 +179,8 @@ def keyed_dropout(x: torch.Tensor, p: float, training: bool,
     if ctx is None or ctx.key is None:
         return F.dropout(x, p, True)
     ctx.calls += 1
-    u = keyed_uniform(ctx.key, ctx.calls, x.shape, stock_dim, x.device, ctx.layout)
-    return torch.where(u >= p, x / (1.0 - p), torch.zeros_like(x))
+    keep = keyed_bits(ctx.key, ctx.calls, x.shape, stock_dim, x.device, ctx.layout) >= int(p * 2 ** 32)
+    return torch.where(keep, x / (1.0 - p), torch.zeros_like(x))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
@@ -196,13 +219,16 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         shape = (1, C) + (1,) * (x.dim() - 2)
         var = ((x - mean.view(shape)) ** 2 * wx).sum(dims) / cnt.clamp(min=1.0)
         if self.track_running_stats:
-            m = self.momentum
+            # A step without a real row (a cell of a stack whose epoch has run out of days)
+            # leaves the statistics as they are: momentum 0, no batch counted.
+            seen = (cnt > 0).to(x.dtype)
+            m = self.momentum * seen
             unbiased = var * cnt / (cnt - 1).clamp(min=1.0)
             # In place so that the engine's stacked buffers are updated as nn.BatchNorm1d's are.
             with torch.no_grad():
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * unbiased.detach())
-                self.num_batches_tracked.add_(1)
+                self.num_batches_tracked.add_(seen.to(self.num_batches_tracked.dtype))
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 

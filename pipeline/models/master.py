@@ -96,7 +96,10 @@ class MASTER(nn.Module):
         keys = mask | ~mask.any(-1, keepdim=True)         # (B, N)
         z = self.inter(z, keys.repeat_interleave(T, dim=0))  # attention across stocks, per day t
         z = z.view(B, T, N, d).transpose(1, 2).reshape(B * N, T, d)
-        h = self.pool(z)                                  # temporal attention, query = last day
+        # temporal attention, query = last day. The linear map on a 2-D view: on the 3-D tensor
+        # (after the transposes above) vmap's matmul rule expands the weight to one copy per
+        # stock (K x 300 x 256 x 256 floats a step in a stack).
+        h = self.pool(z.reshape(B * N * T, d)).view(B * N, T, d)
         lam = torch.softmax(torch.einsum("std,sd->st", h, h[:, -1]), dim=-1)
         out = torch.einsum("st,std->sd", lam, z)          # (B*N, d)
         scores = self.decoder(out).view(B, N)

@@ -88,3 +88,46 @@ def test_a_stack_takes_one_model(settings):
     with pytest.raises(ValueError, match="one model"):
         run_stack(settings, _config(), [Cell("tcn", "small", 0), Cell("lstm", "small", 0)],
                   store=make_store(settings.home / "store"))
+
+
+def test_cli_train_runs_seeds_and_stock_sets_as_stacks(tmp_path, capsys):
+    """`miga train --stockset A B --seed 0 1`: four cells, two stacks of two (stack size 2),
+    four finished MLflow runs, one summary each."""
+    from flows.cli import main
+    from pipeline.settings import Settings
+
+    home = str(tmp_path / "home")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('''
+[segments]
+preset = ""
+train = ["2016-01-04", "2016-03-31"]
+valid = ["2016-04-01", "2016-04-29"]
+test = ["2016-05-02", "2016-06-30"]
+[data]
+stocksets = ["csi300", "csi1000"]
+[train]
+batch_days = 4
+max_epochs = 1
+device = "cpu"
+[models.tcn]
+hidden = 8
+num_layers = 2
+kernel_size = 3
+''')
+    assert main(["synth", "--out", str(tmp_path / "d"), "--stocks", "60", "--days", "130"]) == 0
+    assert main(["--home", home, "ingest", "--data", str(tmp_path / "d")]) == 0
+    assert main(["--home", home, "features", "--config", str(cfg)]) == 0
+    assert main(["--home", home, "store", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["--home", home, "train", "--model", "tcn", "--stockset", "csi300", "csi1000",
+                 "--seed", "0", "1", "--stack-size", "2", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("training 2 cells as one stack") == 2
+    assert out.count("MLflow run") == 4
+    _, runs = _runs(Settings.from_env(home))
+    assert sorted(r.info.run_name for r in runs) == [
+        "tcn/csi1000/seed0", "tcn/csi1000/seed1", "tcn/csi300/seed0", "tcn/csi300/seed1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["stack"] for r in runs} == {"tcn/csi300/seed0,tcn/csi300/seed1",
+                                                    "tcn/csi1000/seed0,tcn/csi1000/seed1"}

@@ -23,6 +23,7 @@ from tests.synthetic_store import make_store
 CFG = replace(load_config().train, max_epochs=3, lr=3e-3, patience=10, batch_days=1, device="cpu")
 CELLS = ((0, "small"), (1, "large"), (2, "small"))     # (seed, stock set): 24 and 32 members
 TOL = dict(rel=1e-4, abs=1e-5)
+RANK_TOL = dict(rel=1e-4, abs=5e-4)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,10 @@ def _same_run(a, b, model_a, model_b, store, stockset):
     assert [r["epoch"] for r in ha] == [r["epoch"] for r in hb]
     for ra, rb in zip(ha, hb):
         for k in ra:
-            assert ra[k] == pytest.approx(rb[k], **TOL), k
+            # A rank IC is not continuous in the scores: float noise (1e-8) can swap two nearly
+            # tied stocks, one swap moving a day's Spearman by ~12 / n^3 (n = 24..32 here).
+            tol = RANK_TOL if "rank" in k else TOL
+            assert ra[k] == pytest.approx(rb[k], **tol), k
     assert a.best_epoch == b.best_epoch and a.stopped_early == b.stopped_early
     # Weights are compared through what they do (validation curve above, test IC below): the IC
     # loss is blind to a score's shift, so the head's bias sees only rounding noise as a gradient,
@@ -96,6 +100,28 @@ def test_several_days_per_step_key_dropout_by_day_and_stock(name, store):
     stacked = fit_stack(models, _cells(specs, [cfg] * 2), store, progress=False)
     for (ref, ref_model), res, model, (_, s) in zip(solo, stacked, models, specs):
         _same_run(res, ref, model, ref_model, store, s)
+
+
+@pytest.mark.parametrize("name", ["moderntcn", "miga-conv"])
+def test_a_cell_whose_epoch_runs_out_of_days_is_left_alone(name, store):
+    """Cells of a stack with epochs of different lengths (a stock set with fewer member days):
+    the shorter cell sits out the last steps of each epoch (no update, batch-norm statistics
+    untouched) and ends as it would alone."""
+    torch.set_num_threads(1)
+    cfg = replace(CFG, max_epochs=2)
+    train = store.segment_days("train")
+    days = [train, train[: len(train) // 2]]
+    solo = []
+    for k, (seed, s) in enumerate(CELLS[:2]):
+        m = _model(name, store, seed)
+        solo.append((fit_stack([m], [StackCell(s, seed, cfg, train_days=days[k])], store,
+                               progress=False)[0], m))
+    models = [_model(name, store, seed) for seed, _ in CELLS[:2]]
+    cells = [StackCell(s, seed, cfg, train_days=days[k]) for k, (seed, s) in enumerate(CELLS[:2])]
+    stacked = fit_stack(models, cells, store, progress=False)
+    for (ref, ref_model), res, model, (_, s) in zip(solo, stacked, models, CELLS[:2]):
+        _same_run(res, ref, model, ref_model, store, s)
+    assert stacked[1].train_stock_days < stacked[0].train_stock_days
 
 
 def test_early_stopping_of_one_cell_leaves_the_others_alone(store):
