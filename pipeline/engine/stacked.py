@@ -73,10 +73,20 @@ class StackedModel:
             routing = ctx.records.get("routing")
             return scores, aux, (routing if routing is not None else scores.new_zeros(()))
 
-        # "different": a model of the user's own may use torch's RNG (its draws then depend on
-        # the stack); the registered models key their dropout instead (pipeline.models.layers).
-        scores, aux, routing = vmap(one, randomness="different")(
-            self.params(), self.buffers, keys, x, mask, market)
+        if self.K == 1:
+            # A stack of one runs the module as it is: vmap's batching rules cost a single cell
+            # up to 2x on a CPU (grouped convolutions, per-op dispatch), and there is nothing to
+            # batch. Same arithmetic up to float order (tests/model/test_stack.py compares).
+            first = lambda t: t[0]  # noqa: E731  (views: batch-norm buffers update in place)
+            scores, aux, routing = one({n: first(v) for n, v in self.params().items()},
+                                       {n: first(b) for n, b in self.buffers.items()}, keys[0],
+                                       x[0], mask[0], market[0] if market is not None else None)
+            scores, aux, routing = scores[None], aux[None], routing[None]
+        else:
+            # "different": a model of the user's own may use torch's RNG (its draws then depend
+            # on the stack); the registered models key their dropout (pipeline.models.layers).
+            scores, aux, routing = vmap(one, randomness="different")(
+                self.params(), self.buffers, keys, x, mask, market)
         return scores.float(), aux.float(), (routing if routing.dim() > 1 else None)
 
     def cell_state(self, k: int, flat: torch.Tensor | None = None,

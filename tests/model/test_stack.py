@@ -23,7 +23,7 @@ from tests.synthetic_store import make_store
 CFG = replace(load_config().train, max_epochs=3, lr=3e-3, patience=10, batch_days=1, device="cpu")
 CELLS = ((0, "small"), (1, "large"), (2, "small"))     # (seed, stock set): 24 and 32 members
 TOL = dict(rel=1e-4, abs=1e-5)
-RANK_TOL = dict(rel=1e-4, abs=5e-4)
+RANK_TOL = dict(rel=1e-4, abs=2e-3)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def _same_run(a, b, model_a, model_b, store, stockset):
     for ra, rb in zip(ha, hb):
         for k in ra:
             # A rank IC is not continuous in the scores: float noise (1e-8) can swap two nearly
-            # tied stocks, one swap moving a day's Spearman by ~12 / n^3 (n = 24..32 here).
+            # tied stocks, one swap moving a day's Spearman by ~12 / n^3 (n = 24..32 here); the
+            # Pearson IC and the loss beside it stay at TOL.
             tol = RANK_TOL if "rank" in k else TOL
             assert ra[k] == pytest.approx(rb[k], **tol), k
     assert a.best_epoch == b.best_epoch and a.stopped_early == b.stopped_early
