@@ -118,15 +118,17 @@ def _models(name, K, store, cfg, seed0=0):
     return out
 
 
-def stack_seconds(store, name, K, days, valid, cfg, device, graph, bf16, stocksets=("csi300",)):
-    """(train seconds of the second epoch, its process CPU seconds) of a stack of K cells."""
+def stack_seconds(store, name, K, days, valid, cfg, device, graph, bf16, stocksets=("csi300",),
+                  seed0=0):
+    """(train seconds of the second epoch, its process CPU seconds) of a stack of K cells,
+    seeds seed0..seed0+K-1."""
     from pipeline.train import StackCell, fit_stack
 
     tc = replace(cfg.train, batch_days=1, max_epochs=2, patience=10, device=str(device), bf16=bf16)
-    cells = [StackCell(stocksets[k % len(stocksets)], k, tc, None, train_days=days, valid_days=valid)
-             for k in range(K)]
+    cells = [StackCell(stocksets[k % len(stocksets)], seed0 + k, tc, None, train_days=days,
+                       valid_days=valid) for k in range(K)]
     c0 = time.process_time()
-    res = fit_stack(_models(name, K, store, cfg), cells, store, progress=False, device=device,
+    res = fit_stack(_models(name, K, store, cfg, seed0), cells, store, progress=False, device=device,
                     graph=graph, deterministic=False)
     cpu = time.process_time() - c0
     h = res[0].history
@@ -140,21 +142,9 @@ def separate_seconds(store, name, K, days, valid, cfg, device):
     """The same K cells as K separate runs, one after another: summed second-epoch seconds."""
     wall = cpu = 0.0
     for k in range(K):
-        w, c = _one_cell(store, name, k, days, valid, cfg, device)
+        w, c = stack_seconds(store, name, 1, days, valid, cfg, device, False, False, seed0=k)
         wall, cpu = wall + w, cpu + c
     return wall, cpu
-
-
-def _one_cell(store, name, seed, days, valid, cfg, device):
-    from pipeline.train import StackCell, fit_stack
-
-    tc = replace(cfg.train, batch_days=1, max_epochs=2, patience=10, device=str(device))
-    c0 = time.process_time()
-    res = fit_stack(_models(name, 1, store, cfg, seed), [StackCell("csi300", seed, tc, None, days, valid)],
-                    store, progress=False, device=device, graph=False, deterministic=False)
-    cpu = time.process_time() - c0
-    h = res[0].history
-    return h[1]["train_seconds"], cpu * h[1]["train_seconds"] / max(sum(r["epoch_seconds"] for r in h), 1e-9)
 
 
 class GpuSampler:
@@ -187,8 +177,6 @@ class GpuSampler:
 
 
 def bench_stacks(args, store, cfg, device, full_days):
-    import numpy as np
-
     train = store.segment_days("train")
     members = store.members["csi300"]
     train = train[members[train].any(1)]
@@ -229,7 +217,6 @@ def bench_stacks(args, store, cfg, device, full_days):
     print("\nfigures: seconds per cell-epoch (wall); separate x K: the same K cells as K runs one "
           "after another;\nstack/sep: wall ratio of the stack to the separate runs (process CPU "
           "time ratio in brackets);\n< 1 = the stack is cheaper per cell.")
-    del np
 
 
 def bench_pairs(args, store, cfg, device):

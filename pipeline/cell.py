@@ -148,8 +148,10 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
         if resumed:
             tracking.start_cell(settings, run_id, {"resumed": "true"}, {})
         else:
-            tracking.start_cell(settings, run_id, _tags(cell, store, device, key),
-                                _params(config, cell, store))
+            tags = _tags(cell, store, device, key)
+            if len(cells) > 1:
+                tags["stack"] = ",".join(c.name for c in cells)
+            tracking.start_cell(settings, run_id, tags, _params(config, cell, store))
     try:
         trained = _train(settings, config, slots, store, device, progress)
     except BaseException:
@@ -160,8 +162,6 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
     for s, tr in zip(slots, trained):
         try:
             with tracking.active_run(settings, s.run_id):
-                if len(cells) > 1:
-                    tracking.set_tag("stack", ",".join(c.name for c in cells))
                 evaluated = _evaluate(settings, config, s.cell, store, device, tr)
                 _log(config, s.cell, store, tr, evaluated, register)
                 seconds = time.perf_counter() - t_start

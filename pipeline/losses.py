@@ -54,16 +54,18 @@ def total_loss(kind: str, scores, y, mask, aux, alpha: float, beta: float):
 
     Returns (loss, mean daily IC of the batch, detached).
     """
-    if kind not in LOSSES:
-        raise ValueError(f"train.loss must be one of {sorted(LOSSES)}, got {kind!r}")
-    main, ic = LOSSES[kind](scores.float(), y, mask)
+    main, ic = _loss(kind)(scores.float(), y, mask)
     return beta * main + alpha * aux.float(), ic
 
 
 def cell_losses(kind: str, scores, y, mask, aux, alpha, beta):
     """Eq. 12 for each cell of a stack (pipeline.engine): scores, y, mask (K, B, N); aux, alpha,
     beta (K,). Returns (loss (K,), mean daily IC (K,), detached); cells never mix."""
+    main, ic = torch.func.vmap(_loss(kind))(scores.float(), y, mask)
+    return beta * main + alpha * aux.float(), ic
+
+
+def _loss(kind: str):
     if kind not in LOSSES:
         raise ValueError(f"train.loss must be one of {sorted(LOSSES)}, got {kind!r}")
-    main, ic = torch.func.vmap(LOSSES[kind])(scores.float(), y, mask)
-    return beta * main + alpha * aux.float(), ic
+    return LOSSES[kind]

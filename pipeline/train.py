@@ -37,7 +37,10 @@ import pandas as pd
 import torch
 
 from pipeline.config import TrainConfig
+from pipeline.engine import StackAdam, StackDays, StackedModel, clip_per_cell
 from pipeline.evaluation.ic import ic_metrics
+from pipeline.losses import cell_losses
+from pipeline.models.layers import mix32
 
 CHECKPOINT = "last.pt"
 CHECKPOINT_FORMAT = 2          # 1 = the pickled single-model checkpoint of earlier versions
@@ -203,8 +206,6 @@ def _set_determinism(dev: torch.device, deterministic: bool) -> None:
 
 def _step_keys(seeds: torch.Tensor, epochs: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """(K,) int64 dropout keys: a hash of each cell's (seed, epoch, step), never of the stack."""
-    from pipeline.models.layers import mix32
-
     m = 0xFFFFFFFF
     return mix32((mix32((seeds * 0x9E3779B1 + epochs) & m) ^ (step * 0x85EBCA77 & m)) & m)
 
@@ -214,8 +215,6 @@ class _Engine:
 
     def __init__(self, models, cells: Sequence[StackCell], store, dev: torch.device,
                  graph: bool, eval_batch_days: int):
-        from pipeline.engine import StackAdam, StackDays, StackedModel
-
         K, c0 = len(cells), cells[0].cfg
         for c in cells[1:]:
             differ = [f for f in _SHARED if getattr(c.cfg, f) != getattr(c0, f)]
@@ -246,8 +245,6 @@ class _Engine:
 
     # ------------------------------------------------------------ training
     def _step(self) -> None:
-        from pipeline.losses import cell_losses
-
         idx = self.step_idx * self.B + self._arange_b
         days = self.order.index_select(1, idx)                              # (K, B)
         b = self.days.gather(days)
@@ -260,8 +257,6 @@ class _Engine:
         zero = torch.zeros_like(loss)
         total = torch.where(act, loss, zero).sum()
         (grad,) = torch.autograd.grad(total, self.stack.flat)
-        from pipeline.engine import clip_per_cell
-
         self.opt.step(clip_per_cell(grad, self.clip), act)
         a = act.to(torch.float64)
         self.acc += torch.stack([torch.where(act, loss.detach(), zero).double(),
@@ -366,8 +361,7 @@ class _Engine:
     # ------------------------------------------------------------ checkpoints
     def checkpoint(self, k: int, st: _CellState) -> dict:
         r = st.result
-        state = {"format": CHECKPOINT_FORMAT, "layout": [[n, list(s)] for n, s in
-                                                          zip(self.stack.names, self.stack.shapes)],
+        state = {"format": CHECKPOINT_FORMAT, "layout": self.stack.layout,
                  "params": self.stack.flat[k].detach().cpu().clone(),
                  "buffers": {n: b[k].cpu().clone() for n, b in self.stack.buffers.items()},
                  "best_params": self.best_flat[k].cpu().clone(),
@@ -382,7 +376,7 @@ class _Engine:
         return state
 
     def restore(self, k: int, ck: dict, st: _CellState) -> None:
-        if ck.get("layout") != [[n, list(s)] for n, s in zip(self.stack.names, self.stack.shapes)]:
+        if ck.get("layout") != self.stack.layout:
             raise ValueError("the checkpoint is of another architecture")
         self.stack.load_cell(k, ck["params"], ck["buffers"])
         self.opt.load_cell(k, ck)

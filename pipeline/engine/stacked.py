@@ -35,6 +35,7 @@ class StackedModel:
             if type(m) is not type(models[0]) or layout(m) != first:
                 raise ValueError("a stack's models must share their class and parameter shapes")
         self.K, self.device = len(models), torch.device(device)
+        self.layout = [[n, list(s)] for n, s in first]     # what a checkpoint must agree on
         self.names = [n for n, _ in first]
         self.shapes = [s for _, s in first]
         self.sizes = [int(torch.Size(s).numel()) for s in self.shapes]
@@ -44,10 +45,6 @@ class StackedModel:
         self.buffers = {n: b.to(self.device) for n, b in buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")     # the architecture; holds no data
         self.needs_market = bool(getattr(models[0], "needs_market", False))
-
-    @property
-    def n_params(self) -> int:
-        return self.flat.shape[1]
 
     def params(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`flat` (K, P) (default: the stack's) as the model's parameter dict, (K, *shape) views."""
@@ -105,12 +102,3 @@ class StackedModel:
             self.flat[k].copy_(flat_k.to(self.device))
             for n, b in buffers_k.items():
                 self.buffers[n][k].copy_(b.to(self.device))
-
-    def module(self, k: int, template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-        """`template` (cell k's own module) loaded with `state`, in eval mode."""
-        template.load_state_dict(state)
-        return template.eval()
-
-
-def stack_buffers_copy(buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {n: b.clone() for n, b in buffers.items()}

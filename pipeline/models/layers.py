@@ -150,12 +150,6 @@ def keyed_bits(key: torch.Tensor, salt: int, shape, stock_dims, device,
     return mix32(_position_hash(shape, dims, device, layout) ^ k)
 
 
-def keyed_uniform(key: torch.Tensor, salt: int, shape, stock_dims, device,
-                  layout: tuple[int, int] | None = None) -> torch.Tensor:
-    """`keyed_bits` as uniforms in [0, 1)."""
-    return keyed_bits(key, salt, shape, stock_dims, device, layout).to(torch.float32) * 2.0 ** -32
-
-
 _STRIDE = 1 << 14          # the stock coordinates' stride: positions stay distinct below 16,384 stocks
 
 
