@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import DEMO_CONFIG
+from pipeline.models import MODELS     # the registry by name (no torch import)
 from pipeline.settings import Settings
 
 
@@ -156,13 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("train", cmd_train, "train and evaluate one model on stock sets x seeds (one MLflow "
              "run per cell; the cells train together as stacks)")
-    sp.add_argument("--model", required=True, help="a registered model name, e.g. miga-conv")
+    sp.add_argument("--model", required=True, choices=list(MODELS), metavar="MODEL",
+                    help="a registered model: " + ", ".join(MODELS))
     sp.add_argument("--stockset", nargs="+", default=["csi300"],
                     help="one or more of csi300, csi500, csi1000, all (default csi300)")
     sp.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default 0)")
     sp.add_argument("--stack-size", type=int,
                     help="override engine.stack_size: cells trained together in one step (1 = one at a time)")
-    sp.add_argument("--epochs", type=int, help="override train.max_epochs")
+    sp.add_argument("--epochs", type=int, help="override train.max_epochs (every model's recipe)")
     sp.add_argument("--batch-days", type=int, help="override train.batch_days")
     sp.add_argument("--device", help="cpu, cuda or auto (default from config)")
     sp.add_argument("--config", help="config file or name in configs/")

@@ -134,7 +134,7 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
         if cell.stockset not in store.members:
             raise MigaError(f"stock set {cell.stockset!r} is not in the tensor store; "
                             f"have {', '.join(sorted(store.members))}")
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train_for(model).device)
     slots = []
     for cell in cells:
         key = run_key(cell, config, store.fingerprint)
@@ -199,20 +199,28 @@ def _tags(cell: Cell, store, device, key: str) -> dict[str, str]:
 
 
 def _params(config: Config, cell: Cell, store) -> dict:
-    return {**config.flat(), "model.name": cell.model, "model.d_feat": len(store.feature_names),
-            "model.d_market": len(store.market_names), "data.n_instruments": len(store.instruments)}
+    """The config, with `train.*` as this cell's recipe (`Config.train_for`) and `model.*` its
+    hyper-parameter overrides on its stock set."""
+    recipe = {f"train.{k}": v for k, v in asdict(config.train_for(cell.model)).items()}
+    hyper = {f"model.{k}": v for k, v in config.model_overrides(cell.model, cell.stockset).items()}
+    return {**config.flat(), **recipe, **hyper, "model.name": cell.model,
+            "model.d_feat": len(store.feature_names), "model.d_market": len(store.market_names),
+            "data.n_instruments": len(store.instruments)}
 
 
 def _train(settings: Settings, config: Config, slots: list[_Slot], store, device,
            progress: bool) -> list[_Trained]:
     """The stack's models trained with `fit_stack` (each resumed from its checkpoint folder when
-    one is there), each initialised as it would be alone (seeded by its cell)."""
+    one is there), each initialised as it would be alone (seeded by its cell); anchors (lgbm,
+    linear) fitted with `pipeline.anchors.fit_anchor` instead, one by one."""
     from pipeline import tracking
+    from pipeline.anchors import fit_anchor, is_anchor
     from pipeline.loader import DayLoader
     from pipeline.models import create_model
     from pipeline.train import StackCell, fit_stack, seed_everything
 
-    tc, ec = config.train, config.engine
+    # A stack is one model, so its cells share one recipe: [train] with [models.<name>.train].
+    tc, ec = config.train_for(slots[0].cell.model), config.engine
     eval_days = max(tc.batch_days, EVAL_BATCH_DAYS)
     models, stack_cells, loaders = [], [], []
     for s in slots:
@@ -220,7 +228,7 @@ def _train(settings: Settings, config: Config, slots: list[_Slot], store, device
         seed_everything(cell.seed)
         models.append(create_model(cell.model, d_feat=len(store.feature_names),
                                    d_market=len(store.market_names),
-                                   **config.model_overrides(cell.model)))
+                                   **config.model_overrides(cell.model, cell.stockset)))
         train_ld = DayLoader(store, "train", cell.stockset, batch_days=tc.batch_days)
         valid_ld = DayLoader(store, "valid", cell.stockset, batch_days=eval_days, device=device)
         test_ld = DayLoader(store, "test", cell.stockset, batch_days=eval_days, device=device)
@@ -234,9 +242,19 @@ def _train(settings: Settings, config: Config, slots: list[_Slot], store, device
     def on_epoch(k: int, record: dict) -> None:
         tracking.log_epoch(settings, slots[k].run_id, record)
 
-    results = fit_stack(models, stack_cells, store, on_epoch=on_epoch, progress=progress,
-                        device=device, graph=ec.cuda_graph, deterministic=ec.deterministic,
-                        eval_batch_days=eval_days)
+    if is_anchor(models[0]):
+        # LightGBM / ridge: fitted in seconds to minutes, one cell after another (no stacking, no
+        # checkpoint: a killed cell refits, in the MLflow run its folder remembers)
+        results = []
+        for k, (m, c) in enumerate(zip(models, stack_cells)):
+            results.append(fit_anchor(m, c, store, progress=progress))
+            m.to(device)
+            for record in results[-1].history:
+                on_epoch(k, record)
+    else:
+        results = fit_stack(models, stack_cells, store, on_epoch=on_epoch, progress=progress,
+                            device=device, graph=ec.cuda_graph, deterministic=ec.deterministic,
+                            eval_batch_days=eval_days)
     return [_Trained(m, r, v, t, sum(p.numel() for p in m.parameters()))
             for m, r, (v, t) in zip(models, results, loaders)]
 
@@ -246,11 +264,12 @@ def _evaluate(settings: Settings, config: Config, cell: Cell, store, device,
     """Valid and test scores of the trained model, and every metric a cell logs."""
     from pipeline.train import score_loader, score_loader_with_usage
 
-    bf16, model = config.train.bf16, trained.model
+    bf16, model = config.train_for(cell.model).bf16, trained.model
     test_pred, test_usage = score_loader_with_usage(model, trained.test, device, bf16, store)
     pred = pd.concat([score_loader(model, trained.valid, device, bf16, store).assign(segment="valid"),
                       test_pred.assign(segment="test")], ignore_index=True)
-    pred = pred[["date", "instrument", "score", "label", "segment"]]
+    pred = with_execution(pred, store)[["date", "instrument", "score", "label", "segment",
+                                        "exec_ret", "buy_ok", "short_ok"]]
     notes = []
     index_ret = index_benchmark(settings, cell.stockset, store.dates)
     if index_ret is None:
@@ -263,6 +282,15 @@ def _evaluate(settings: Settings, config: Config, cell: Cell, store, device,
     usage = (_expert_usage_by_set(model, store, cell.stockset, device, test_usage)
              if getattr(model, "last_routing", None) is not None else {})
     return _Evaluated(pred, metrics, daily, rets, usage, index_ret is not None, notes)
+
+
+def with_execution(pred: pd.DataFrame, store) -> pd.DataFrame:
+    """`pred` (with day_idx, inst_idx) plus the store's execution facts of each stock-day
+    (exec_ret, buy_ok, short_ok: the backtest's tradable rule, pipeline/evaluation/portfolio.py)."""
+    di, ji = pred["day_idx"].to_numpy(), pred["inst_idx"].to_numpy()
+    ex = store.execution
+    return pred.assign(exec_ret=ex["exec_ret"][di, ji], buy_ok=ex["buy_ok"][di, ji],
+                       short_ok=ex["short_ok"][di, ji])
 
 
 def _expert_usage_by_set(model, store, stockset, device,
@@ -323,6 +351,6 @@ def _log(config: Config, cell: Cell, store, trained: _Trained, ev: _Evaluated,
     b0 = next(iter(DayLoader(store, "test", cell.stockset, batch_days=1)))
     n_ex = min(8, b0.x.shape[1])
     example = tracking.pack_input(b0.x[:, :n_ex].numpy(), b0.market.numpy())
-    state = model_state(trained.model, cell.model, len(store.feature_names),
-                        len(store.market_names), config.model_overrides(cell.model), store.window)
+    state = model_state(trained.model, cell.model, len(store.feature_names), len(store.market_names),
+                        config.model_overrides(cell.model, cell.stockset), store.window)
     tracking.log_model(trained.model, state, example, register=register)

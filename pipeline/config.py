@@ -9,6 +9,10 @@ between the code and the documented file; `tests/code/test_config.py` checks tha
 sets every field and nothing else. Model hyper-parameters are the exception: their defaults
 are the fields of each model's config dataclass (`pipeline/models/<name>.py`), overridden in
 `[models.<name>]`.
+
+A model's training recipe is `[train]` with its `[models.<name>.train]` keys over it
+(`Config.train_for`), and its hyper-parameters may differ per stock set
+(`[models.<name>.stockset.<set>]`, `Config.model_overrides(name, stockset)`).
 """
 from __future__ import annotations
 
@@ -76,6 +80,26 @@ class TrainConfig:
     bf16: bool
     weight_decay: float
     grad_clip: float
+    clip_mode: str           # "norm" (clip_grad_norm_) or "value" (clip_grad_value_) at grad_clip
+    label_transform: str     # what the training loss sees: one of LABEL_TRANSFORMS
+    drop_extreme: float      # fraction of a day's labelled stocks dropped per tail, in training
+
+
+LABEL_TRANSFORMS = ("none", "cszscore", "csrank")   # Qlib's CSZScoreNorm, CSRankNorm
+CLIP_MODES = ("norm", "value")
+MODEL_TABLES = ("train", "stockset")   # sub-tables of [models.<name>], not hyper-parameters
+
+
+def _check_train(tc: TrainConfig, where: str) -> TrainConfig:
+    if tc.label_transform not in LABEL_TRANSFORMS:
+        raise ValueError(f"{where}.label_transform must be one of {LABEL_TRANSFORMS}, "
+                         f"got {tc.label_transform!r}")
+    if tc.clip_mode not in CLIP_MODES:
+        raise ValueError(f"{where}.clip_mode must be one of {CLIP_MODES}, got {tc.clip_mode!r}")
+    if not 0.0 <= tc.drop_extreme < 0.5:
+        raise ValueError(f"{where}.drop_extreme must be in [0, 0.5) (a fraction per tail), "
+                         f"got {tc.drop_extreme!r}")
+    return tc
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,7 @@ class BacktestConfig:
     buy_cost: float
     sell_cost: float
     days_per_year: int
+    untradable: str          # "cash" or "next": where a pick that cannot be bought goes
 
 
 @dataclass(frozen=True)
@@ -110,14 +135,33 @@ class Config:
     backtest: BacktestConfig
     run: RunConfig
     engine: EngineConfig
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model overrides
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # [models.<name>] hyper-parameters
     source: str = ""  # the file it was loaded from (for logging)
+    # [models.<name>.train]: the keys of a model's training recipe that differ from [train]
+    model_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # [models.<name>.stockset.<set>]: hyper-parameters of a model on one stock set
+    model_stocksets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
-    def model_overrides(self, name: str) -> dict[str, Any]:
-        return dict(self.models.get(name, {}))
+    def model_overrides(self, name: str, stockset: str | None = None) -> dict[str, Any]:
+        """Hyper-parameter overrides of model `name`: [models.<name>], with
+        [models.<name>.stockset.<stockset>] over it when a stock set is given."""
+        out = dict(self.models.get(name, {}))
+        if stockset is not None:
+            out.update(self.model_stocksets.get(name, {}).get(stockset, {}))
+        return out
+
+    def train_for(self, name: str) -> TrainConfig:
+        """Model `name`'s training recipe: [train] with [models.<name>.train] over it."""
+        where = f"models.{name}.train"
+        over = self.model_train.get(name, {})
+        return _check_train(_build(TrainConfig, {**asdict(self.train), **over}, where, over), where)
 
     def with_train(self, **changes) -> "Config":
-        return replace(self, train=replace(self.train, **changes))
+        """[train] changed for every model (a command-line --epochs or --device): the keys are
+        also replaced in each model's own recipe, so the change wins over [models.<name>.train]."""
+        model_train = {m: {**t, **{k: v for k, v in changes.items() if k in t}}
+                       for m, t in self.model_train.items()}
+        return replace(self, train=replace(self.train, **changes), model_train=model_train)
 
     def flat(self) -> dict[str, Any]:
         """Flattened `section.key` -> value, for MLflow params."""
@@ -171,7 +215,19 @@ def _as_date(v: Any, where: str) -> date:
         raise ValueError(f"{where}: {v!r} is not an ISO date (YYYY-MM-DD)") from e
 
 
-def _build(cls, raw: dict, where: str):
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """TOML gives int/float/str/bool: an int is fine for a float; a bool is never a number."""
+    if kind is bool or isinstance(value, bool):
+        return isinstance(value, bool) and kind is bool
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _build(cls, raw: dict, where: str, check: dict | None = None):
+    """`cls` from `raw`, which must set every field and nothing else. The values of `check`
+    (default: all of `raw`) must have their field's type (int, float, str or bool)."""
     known = {f.name: f for f in fields(cls)}
     unknown = set(raw) - set(known)
     if unknown:
@@ -179,8 +235,27 @@ def _build(cls, raw: dict, where: str):
     missing = sorted(set(known) - set(raw))
     if missing:
         raise ValueError(f"{where}: keys {missing} are not set (configs/default.toml sets them all)")
+    for k, v in (raw if check is None else check).items():
+        kind = _KINDS.get(str(known[k].type))
+        if kind is not None and not _fits(v, kind):
+            raise ValueError(f"{where}.{k} must be {kind.__name__}, got {v!r}")
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     return cls(**kw)
+
+
+def _model_tables(raw: dict, source: str) -> tuple[dict, dict, dict]:
+    """[models.<name>] split into hyper-parameters, [models.<name>.train] and
+    [models.<name>.stockset.<set>] (a sub-table is never a hyper-parameter)."""
+    models, train, stocksets = {}, {}, {}
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{source}: [models.{name}] must be a table of settings, got {table!r}")
+        models[name] = {k: v for k, v in table.items() if k not in MODEL_TABLES}
+        if "train" in table:
+            train[name] = dict(table["train"])
+        if "stockset" in table:
+            stocksets[name] = {s: dict(t) for s, t in table["stockset"].items()}
+    return models, train, stocksets
 
 
 def config_from_dict(raw: dict, source: str = "") -> Config:
@@ -207,16 +282,22 @@ def config_from_dict(raw: dict, source: str = "") -> Config:
             raise ValueError(f"{source}: segment {s} starts after it ends: {seg[s]}")
     if not (seg["train"][1] <= seg["valid"][0] and seg["valid"][1] <= seg["test"][0]):
         raise ValueError(f"{source}: segments must be ordered train < valid < test, got {seg}")
-    return Config(
+    models, model_train, model_stocksets = _model_tables(raw.get("models", {}), source)
+    cfg = Config(
         segments=Segments(**seg, embargo_days=embargo, preset=preset),
         data=_build(DataConfig, raw.get("data", {}), "data"),
-        train=_build(TrainConfig, raw.get("train", {}), "train"),
+        train=_check_train(_build(TrainConfig, raw.get("train", {}), "train"), "train"),
         backtest=_build(BacktestConfig, raw.get("backtest", {}), "backtest"),
         run=_build(RunConfig, raw.get("run", {}), "run"),
         engine=_build(EngineConfig, raw.get("engine", {}), "engine"),
-        models={k: dict(v) for k, v in raw.get("models", {}).items()},
+        models=models,
         source=source,
+        model_train=model_train,
+        model_stocksets=model_stocksets,
     )
+    for name in model_train:
+        cfg.train_for(name)          # a bad [models.<name>.train] fails at load, naming the key
+    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:

@@ -26,7 +26,7 @@ def fit_robust(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values)
     if values.ndim != 2:
         raise ValueError(f"fit_robust expects (n, D) values, got shape {values.shape}")
-    if values.shape[0] == 0:
+    if values.shape[0] == 0 or values.shape[1] == 0:   # no rows, or no columns (no market features)
         d = values.shape[1]
         return np.zeros(d), np.ones(d)
     # in blocks of columns: nanmedian copies its input, and a wide panel has 626 of them;

@@ -18,12 +18,16 @@ import pandas as pd
 from pipeline.errors import MigaError
 from pipeline.evaluation import HEADLINE, TABLE1, TABLE2
 from pipeline.settings import Settings
-# Paper order and type of each model (Table 1: baselines, SoTA models, MIGA).
+# Paper order and type of each model (Table 1: baselines, SoTA models, MIGA), then the anchors.
 MODEL_ROWS = (("tcn", "TCN", "Baselines"), ("lstm", "LSTM", "Baselines"),
               ("transformer", "Transformer", "Baselines"), ("mamba", "Mamba", "SoTA models"),
-              ("master", "MASTER", "SoTA models"), ("moderntcn", "ModernTCN", "SoTA models"),
+              ("master", "MASTER", "SoTA models"),
+              ("master-ref", "MASTER-ref", "SoTA models"),
+              ("moderntcn", "ModernTCN", "SoTA models"),
               ("miga-conv", "MIGA-Conv", "MIGA"), ("miga-rec", "MIGA-Rec", "MIGA"),
-              ("miga-attn", "MIGA-Attn", "MIGA"))
+              ("miga-attn", "MIGA-Attn", "MIGA"),
+              # not in the paper: what no neural network gets on the same inputs (pipeline/anchors.py)
+              ("lgbm", "LightGBM", "Anchors"), ("linear", "Linear (ridge)", "Anchors"))
 STOCKSET_ORDER = ("csi300", "csi500", "csi1000", "all")
 AVERAGE = "Average"
 

@@ -29,7 +29,8 @@ PREDICTIONS_EXPERIMENT = "miga-predictions"
 CHAMPION = "champion"                           # the registered-model alias of the champion
 STATE_ARTIFACT = "model_state/model_state.pt"   # state_dict + how to rebuild the model
 EPOCH_KEYS = ("train_loss", "train_ic", "valid_ic", "valid_rank_ic", "epoch_seconds",
-              "train_seconds", "expert_entropy")
+              "train_seconds", "expert_entropy",
+              "best_iteration", "valid_loss", "ridge_alpha")   # the anchors' one record (pipeline/anchors.py)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -257,9 +258,10 @@ def pip_requirements() -> list[str]:
     """Explicit requirements for the logged model (MLflow's inference of them takes seconds)."""
     from importlib.metadata import version
 
+    # lightgbm: the lgbm anchor's logged model rebuilds its booster when it scores
     return [f"torch=={version('torch').split('+')[0]}", f"mlflow=={version('mlflow')}",
             f"numpy=={version('numpy')}", f"cloudpickle=={version('cloudpickle')}",
-            f"pandas=={version('pandas')}"]
+            f"pandas=={version('pandas')}", f"lightgbm=={version('lightgbm')}"]
 
 
 def _serving_model():
@@ -332,3 +334,11 @@ def load_model_state(settings: Settings, run_id: str) -> dict:
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=STATE_ARTIFACT,
                                                tracking_uri=settings.mlflow_uri)
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def download_artifact(settings: Settings, run_id: str, path: str) -> Path:
+    """A run's artifact `path` (e.g. "predictions.parquet"), downloaded to a local file."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                    tracking_uri=settings.mlflow_uri))

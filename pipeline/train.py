@@ -170,8 +170,9 @@ def usage_entropy(usage: np.ndarray) -> float:
 @dataclass
 class StackCell:
     """One cell of a stack, as the engine sees it. cfg: its training settings (cells of a stack
-    share `loss`, `batch_days`, `device` and `bf16`; learning rate, alpha, beta, weight decay,
-    clip, epochs and patience may differ). Days default to the store's train/valid segments."""
+    share those in `_SHARED`: the loss, its label handling, the clip mode, `batch_days`,
+    `device` and `bf16`; learning rate, alpha, beta, weight decay, clip bound, epochs and
+    patience may differ). Days default to the store's train/valid segments."""
     stockset: str
     seed: int
     cfg: TrainConfig
@@ -192,7 +193,9 @@ class _CellState:
         return self.result.stopped_early or self.epoch >= cfg.max_epochs
 
 
-_SHARED = ("loss", "batch_days", "device", "bf16")
+# What the cells of a stack must agree on: one step computes one loss for all of them. A
+# stack is one model (pipeline.grid), whose cells share their recipe (`Config.train_for`).
+_SHARED = ("loss", "label_transform", "drop_extreme", "clip_mode", "batch_days", "device", "bf16")
 
 
 def _set_determinism(dev: torch.device, deterministic: bool) -> None:
@@ -253,11 +256,13 @@ class _Engine:
         with torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16,
                             enabled=self.cfg0.bf16 and self.dev.type == "cuda"):
             scores, aux, _ = self.stack(b.x, b.mask, b.market, keys)
-        loss, ic = cell_losses(self.cfg0.loss, scores, b.y, b.mask, aux, self.alpha, self.beta)
+        c0 = self.cfg0
+        loss, ic = cell_losses(c0.loss, scores, b.y, b.mask, aux, self.alpha, self.beta,
+                               c0.label_transform, c0.drop_extreme)
         zero = torch.zeros_like(loss)
         total = torch.where(act, loss, zero).sum()
         (grad,) = torch.autograd.grad(total, self.stack.flat)
-        self.opt.step(clip_per_cell(grad, self.clip), act)
+        self.opt.step(clip_per_cell(grad, self.clip, c0.clip_mode), act)
         a = act.to(torch.float64)
         self.acc += torch.stack([torch.where(act, loss.detach(), zero).double(),
                                  torch.where(act, ic, zero).double(), a,

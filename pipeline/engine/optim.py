@@ -1,13 +1,13 @@
 """Adam and gradient clipping for a stack: K independent optimizers as a few (K, P) ops.
 
 Adam is elementwise, so one Adam over the stacked parameters is K Adams; what must stay per
-cell is made so explicitly: the learning rate, weight decay and clip norm are (K,) tensors, the
+cell is made so explicitly: the learning rate, weight decay and clip bound are (K,) tensors, the
 step count is per cell, and a cell that is not `active` in a step (its epoch has no day left,
 or it stopped early) is left exactly as it was: parameters, moments and step count. The update
 follows torch.optim.Adam (L2 weight decay added to the gradient; bias corrections) and
-`clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), at most 1), per cell. Everything is
-tensor ops on the device: nothing here reads a value back to the host, so a step can be
-captured in a CUDA graph.
+`clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), at most 1) or `clip_grad_value_`, per
+cell. Everything is tensor ops on the device: nothing here reads a value back to the host, so a
+step can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
@@ -51,8 +51,15 @@ class StackAdam:
         self.step_count[k].copy_(state["adam_step"].to(self.step_count))
 
 
-def clip_per_cell(grad: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
-    """grad (K, P) with each cell's row scaled to norm <= max_norm[k] (0 = no clipping)."""
+def clip_per_cell(grad: torch.Tensor, max_norm: torch.Tensor, mode: str = "norm") -> torch.Tensor:
+    """grad (K, P) clipped per cell at max_norm[k] (0 = no clipping): mode "norm" scales the
+    row to norm <= max_norm[k] (clip_grad_norm_); "value" clamps every entry to
+    [-max_norm[k], max_norm[k]] (clip_grad_value_, MASTER's reference)."""
+    if mode == "value":
+        c = max_norm[:, None]                                          # (K, 1)
+        return torch.where(c > 0, torch.clamp(grad, -c, c), grad)
+    if mode != "norm":
+        raise ValueError(f"clip mode must be 'norm' or 'value', got {mode!r}")
     norm = grad.pow(2).sum(1).sqrt()                                   # (K,)
     coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
     coef = torch.where(max_norm > 0, coef, torch.ones_like(coef))

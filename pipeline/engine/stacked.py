@@ -34,6 +34,11 @@ class StackedModel:
         for m in models[1:]:
             if type(m) is not type(models[0]) or layout(m) != first:
                 raise ValueError("a stack's models must share their class and parameter shapes")
+            # The stack runs models[0]'s module: a setting that is not a parameter (MASTER's
+            # gate temperature beta) must agree too (pipeline.grid.plan_stacks splits them).
+            if getattr(m, "cfg", None) != getattr(models[0], "cfg", None):
+                raise ValueError("a stack's models must share their config: "
+                                 f"{getattr(m, 'cfg', None)} != {getattr(models[0], 'cfg', None)}")
         self.K, self.device = len(models), torch.device(device)
         self.layout = [[n, list(s)] for n, s in first]     # what a checkpoint must agree on
         self.names = [n for n, _ in first]

@@ -31,7 +31,8 @@ __all__ = ["HEADLINE", "SUMMARY", "TABLE1", "TABLE2", "add_index", "daily_ic", "
 
 
 def evaluate(pred: pd.DataFrame, backtest: BacktestConfig, index_ret: pd.Series | None = None):
-    """Metrics from a predictions table (date, instrument, score, label, segment).
+    """Metrics from a predictions table (date, instrument, score, label, segment, and from a
+    store exec_ret, buy_ok, short_ok: the backtest's tradable rule, `portfolio.py`).
 
     Returns (metrics, daily IC of test, daily portfolio returns of test). Tests recompute the
     logged metrics with this function from `predictions.parquet`."""
@@ -42,7 +43,8 @@ def evaluate(pred: pd.DataFrame, backtest: BacktestConfig, index_ret: pd.Series 
         metrics.update({f"{seg}_{k}": v for k, v in ic_summary(d).items()})
     test, test_daily = parts["test"], daily.get("test")
     rets = add_index(portfolio_returns(test, top_frac=backtest.top_frac, buy_cost=backtest.buy_cost,
-                                       sell_cost=backtest.sell_cost), index_ret)
+                                       sell_cost=backtest.sell_cost,
+                                       untradable=backtest.untradable), index_ret)
     metrics.update(portfolio_metrics(rets, backtest.days_per_year))
     return metrics, test_daily, rets
 

@@ -1,4 +1,5 @@
-"""Model zoo: MIGA (Conv, Rec, Attn) and six baselines behind one interface.
+"""Model zoo: MIGA (Conv, Rec, Attn), six baselines and two anchors (LightGBM, ridge) behind one
+interface.
 
     model = create_model("miga-conv", d_feat=158, d_market=0, top_k=4)
     scores, aux = model(x, mask, market)   # x (B, N, T, D), mask (B, N) bool, market (B, T, M) | None
@@ -33,7 +34,16 @@ _SPECS: dict[str, tuple[str, str, str]] = {
     "moderntcn": ("moderntcn", "ModernTCNConfig", "ModernTCN"),
     "mamba": ("mamba", "MambaConfig", "Mamba"),
     "master": ("master", "MASTERConfig", "MASTER"),
+    # The same model under MASTER's own training recipe and gate temperature (configs/default.toml
+    # [models.master-ref]): both readings of MASTER run side by side in one grid and one report.
+    "master-ref": ("master", "MASTERConfig", "MASTER"),
+    # Anchors (no neural network; fitted by pipeline.anchors, not the torch training loop)
+    "lgbm": ("lgbm", "LGBMConfig", "LGBM"),
+    "linear": ("linear", "LinearConfig", "Linear"),
 }
+# The registered models fitted by `pipeline.anchors.fit_anchor` instead of `pipeline.train.fit_stack`
+# (their class says so too: `anchor = True`).
+ANCHORS: tuple[str, ...] = ("lgbm", "linear")
 
 
 def _resolve(name: str) -> tuple[type, type]:
@@ -104,5 +114,5 @@ def model_from_state(state: dict):
     return model.eval()
 
 
-__all__ = ["MODELS", "ModelConfigError", "create_model", "model_config", "model_from_state",
+__all__ = ["ANCHORS", "MODELS", "ModelConfigError", "create_model", "model_config", "model_from_state",
            "model_state"]

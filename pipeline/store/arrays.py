@@ -9,6 +9,11 @@ Layout of `MIGA_HOME/store/<fingerprint>/`:
     traded.npy          (Days, N_all) bool
     members_<set>.npy   (Days, N_all) bool, point in time and traded ("all" = traded)
     market.npy          (Days, M) float32, normalised with train statistics
+    exec_ret.npy        (Days, N_all) float32: what a position formed on day t earns when bought
+                        on t+1 (the label, or valued at the last traded price when t+2 has no
+                        trade); NaN = no trade on t+1 (sql/store/execution.sql)
+    buy_ok.npy          (Days, N_all) bool: can be bought on t+1 (trades, not opening limit up)
+    short_ok.npy        (Days, N_all) bool: can be sold short on t+1 (not opening limit down)
     norm_stats.json     the fitted normalisation (inference applies the same)
     meta.json           dates, instruments, names, segments, window, fingerprint (and, from a
                         warehouse build, what `pipeline.store.build` records to extend it)
@@ -33,6 +38,9 @@ import numpy as np
 
 from pipeline.config import EMBARGOED, SEGMENT_NAMES, Segments
 from pipeline.normalize import apply_robust, fit_robust
+
+
+EXECUTION_ARRAYS = ("exec_ret", "buy_ok", "short_ok")
 
 
 def as_segments(segments: Segments | Mapping) -> Segments:
@@ -82,6 +90,15 @@ class TensorStore:
         self.members: dict[str, np.ndarray] = {
             s: np.load(self.root / f"members_{s}.npy") for s in meta["stocksets"]}
         self.norm_stats: dict = json.loads((self.root / "norm_stats.json").read_text())
+
+    @property
+    def execution(self) -> dict[str, np.ndarray]:
+        """exec_ret, buy_ok, short_ok (module docstring): read when first asked for (only the
+        backtest needs them), memory-mapped."""
+        if "_execution" not in self.__dict__:
+            self._execution = {k: np.load(self.root / f"{k}.npy", mmap_mode="r")
+                               for k in EXECUTION_ARRAYS}
+        return self._execution
 
     # ---------------------------------------------------------------- queries
     @property
@@ -145,14 +162,15 @@ class TensorStore:
     def from_arrays(cls, root, dates, instruments, feature_names, features, traded, labels,
                     members, market=None, market_names=None, segments=None, *, window: int,
                     clip: float = 3.0, normalize: bool = True,
-                    fingerprint: str | None = None) -> "TensorStore":
+                    fingerprint: str | None = None, execution: dict | None = None) -> "TensorStore":
         """Write a store from in-memory arrays (tests, tiny stores) and open it.
 
         features (Days, N, D) are RAW: they are normalised with statistics fitted on the train
         segment's traded stock-days (pass normalize=False for already normalised values), and
         zeroed where not traded. members: {set: (Days, N) bool}; "all" is added as `traded`.
         segments: a `pipeline.config.Segments` or {"train": (d0, d1), ..., "embargo_days": k};
-        None puts every day in train.
+        None puts every day in train. execution: {exec_ret, buy_ok, short_ok} (Days, N); None
+        derives them from the labels (no price limits: labelled = tradable, exec_ret = label).
         """
         dates = np.asarray(dates, dtype="datetime64[D]")
         traded = np.asarray(traded, dtype=bool)
@@ -189,8 +207,12 @@ class TensorStore:
         x = apply_robust(feats, med, scale, clip) if normalize else np.nan_to_num(feats)
         x[~traded] = 0.0
         w.features[:] = x
+        if execution is None:
+            lab = np.asarray(labels, np.float32)
+            execution = {"exec_ret": lab, "buy_ok": np.isfinite(lab), "short_ok": np.isfinite(lab)}
         w.finish(labels=labels, traded=traded, members=members, stats=stats,
-                 market=apply_robust(market, mmed, mscale, clip) if normalize else market)
+                 market=apply_robust(market, mmed, mscale, clip) if normalize else market,
+                 execution=execution)
         return cls(root)
 
 
@@ -266,13 +288,20 @@ class StoreWriter:
         self.features = file[:, :n]
 
     def finish(self, *, labels, traded, members: dict, stats: dict, market,
-               extra_meta: dict | None = None) -> Path:
+               execution: dict, extra_meta: dict | None = None) -> Path:
         traded = np.asarray(traded, dtype=bool)
         self._file.flush()
         del self.features, self._file
         np.save(self.tmp / "labels.npy", np.asarray(labels, dtype=np.float32))
         np.save(self.tmp / "traded.npy", traded)
         np.save(self.tmp / "market.npy", np.asarray(market, dtype=np.float32))
+        if set(execution) != set(EXECUTION_ARRAYS):
+            raise ValueError(f"execution arrays {sorted(execution)}, expected {EXECUTION_ARRAYS}")
+        for k, dtype in zip(EXECUTION_ARRAYS, (np.float32, bool, bool)):
+            a = np.asarray(execution[k], dtype=dtype)
+            if a.shape != traded.shape:
+                raise ValueError(f"execution array {k} of shape {a.shape}, traded {traded.shape}")
+            np.save(self.tmp / f"{k}.npy", a)
         sets = dict(members)
         sets.setdefault("all", traded)
         for s, m in sets.items():

@@ -34,8 +34,9 @@ from pipeline.warehouse import (SQL_DIR, columns, first_row, open_warehouse, que
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 3          # bump when the layout or the build's semantics change (3: meta.json
-                           # records version and config_key, which _prune reads)
+STORE_VERSION = 4          # bump when the layout or the build's semantics change (3: meta.json
+                           # records version and config_key, which _prune reads; 4: execution
+                           # arrays for the backtest's tradable rule)
 FIT_SAMPLE_ROWS = 400_000  # stock-days used to fit the robust statistics
 BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (64 MiB of doubles)
 FIT_BYTES = 256 << 20      # at most this much sample for the normalisation fit
@@ -230,6 +231,7 @@ def _write(con, root, fp: str, data_fp: str, config, key: str,
     clip = config.data.clip
     traded, labels, members, market, market_names, mmed, mscale = _side_arrays(
         con, config, dates, days, n, seg)
+    execution = _execution(con, days, n)
 
     if base is None:
         # Normalisation: fitted on train-segment rows only (hash sample, deterministic).
@@ -279,7 +281,7 @@ def _write(con, root, fp: str, data_fp: str, config, key: str,
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
              "extended_from": base.fingerprint if base is not None else None}
     writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,
-                  extra_meta=extra)
+                  execution=execution, extra_meta=extra)
     log.info("tensor store %s: %d days x %d stocks x %d features in %.1f s%s", fp, days, n,
              len(feature_names), time.perf_counter() - t0,
              f" (extended {base.fingerprint})" if base is not None else "")
@@ -342,6 +344,19 @@ def _side_arrays(con, config, dates, days: int, n: int, seg):
     mmed, mscale = fit_robust(market[train])
     market = apply_robust(market, mmed, mscale, config.data.clip)
     return traded, labels, members, market, market_names, mmed, mscale
+
+
+def _execution(con, days: int, n: int) -> dict[str, np.ndarray]:
+    """The backtest's execution arrays (sql/store/execution.sql), in full like the labels:
+    exec_ret (NaN = not traded on t+1), buy_ok and short_ok (False = cannot be bought / sold
+    short on t+1)."""
+    out = {"exec_ret": np.full((days, n), np.nan, np.float32),
+           "buy_ok": np.zeros((days, n), bool), "short_ok": np.zeros((days, n), bool)}
+    di, ji, buy, short, ret = _pairs(con, "store/execution")
+    out["buy_ok"][di, ji] = buy
+    out["short_ok"][di, ji] = short
+    out["exec_ret"][di, ji] = ret
+    return out
 
 
 def _feature_columns(con) -> list[str]:

@@ -75,10 +75,47 @@ def test_market_features_columns_and_warmup(settings):
     ix = con.execute("SELECT close FROM index_prices ORDER BY date").df()["close"].to_numpy()
     con.close()
     expected = ["date", "csi300_ret"] + [f"csi300_{k}_{w}" for w in (5, 10, 20, 30, 60)
-                                         for k in ("ret_mean", "ret_std", "vol_mean", "vol_std")]
+                                         for k in ("ret_mean", "ret_std", "vol_mean_rel", "vol_std_rel")]
     assert list(mf.columns) == expected
     assert mf["csi300_ret"].iloc[1:].to_numpy() == pytest.approx(ix[1:] / ix[:-1] - 1)
     m5 = mf["csi300_ret_mean_5"]
     assert m5.iloc[:5].isna().all()  # 5 returns need 6 rows
     assert m5.iloc[5] == pytest.approx(np.mean(ix[1:] / ix[:-1] - 1))
-    assert mf["csi300_vol_mean_5"].iloc[:4].isna().all() and mf["csi300_vol_mean_5"].iloc[4] > 0
+    assert mf["csi300_vol_mean_rel_5"].iloc[:4].isna().all() and mf["csi300_vol_mean_rel_5"].iloc[4] > 0
+
+
+def _market_features(settings, index: pd.DataFrame) -> pd.DataFrame:
+    from tests.code.test_features import hand_made_prices
+
+    make_warehouse(settings.warehouse, hand_made_prices(n_stocks=2, n_days=150), index=index)
+    build_features(settings, force=True)
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    mf = con.execute("SELECT * FROM market_features ORDER BY date").df()
+    con.close()
+    return mf.set_index("date")
+
+
+def test_market_features_are_scale_free_as_masters_reference(settings):
+    """MASTER's reference feeds its gate Mean($amount, w)/$amount and Std($amount, w)/$amount
+    (volume here): a market that trades 1000x more, or on a steady growth trend, gives the same
+    (bounded) inputs, so test days are not pushed out of range by a train-fitted normalisation."""
+    d = pd.bdate_range("2016-01-04", periods=150)
+    rng = np.random.default_rng(3)
+    vol = rng.uniform(1e9, 2e9, len(d)) * np.exp(np.linspace(0, 3, len(d)))   # 20x growth
+    index = pd.DataFrame({"date": d, "index_name": "csi300", "instrument": "SH000300",
+                          "close": 3000 * np.exp(np.cumsum(rng.normal(0, 0.01, len(d)))),
+                          "volume": vol})
+    index["open"] = index["high"] = index["low"] = index["close"]
+    mf = _market_features(settings, index)
+    mf_big = _market_features(settings, index.assign(volume=index["volume"] * 1000))
+    pd.testing.assert_frame_equal(mf, mf_big, rtol=1e-9)
+    v = pd.Series(vol, index=mf.index)
+    for w in (20, 60):
+        want = v.rolling(w).mean() / v
+        got = mf[f"csi300_vol_mean_rel_{w}"]
+        assert got.iloc[:w - 1].isna().all()
+        np.testing.assert_allclose(got.iloc[w - 1:], want.iloc[w - 1:], rtol=1e-9)
+        np.testing.assert_allclose(mf[f"csi300_vol_std_rel_{w}"].iloc[w - 1:],
+                                   (v.rolling(w).std() / v).iloc[w - 1:], rtol=1e-9)
+    rel = mf.filter(like="_rel_").stack().dropna()
+    assert rel.between(0, 10).all()           # bounded, although volume grew 20x (and 1000x)

@@ -15,6 +15,7 @@ LAYERS = (("pipeline.errors", 0), ("pipeline.settings", 0), ("pipeline.config", 
           ("pipeline.store", 2), ("pipeline.loader", 2),
           ("pipeline.evaluation", 3), ("pipeline.plots", 3),
           ("pipeline.models", 4), ("pipeline.losses", 4), ("pipeline.engine", 4), ("pipeline.train", 4),
+          ("pipeline.anchors", 4),
           ("pipeline.grid", 5), ("pipeline.cell", 5), ("pipeline.report", 5),
           ("pipeline.champion", 5), ("pipeline.next_day", 5), ("pipeline", 0), ("flows", 6))
 

@@ -22,6 +22,27 @@ def test_pack_stacks_by_model_size_and_width():
         pack_stacks(cells, 0)
 
 
+def test_cells_whose_hyper_parameters_differ_by_stock_set_go_to_separate_stacks(tmp_path):
+    """master-ref's beta is 10 on csi300 and 5 elsewhere: one module cannot run both, so
+    plan_stacks splits them, and a stack of mixed configs is refused."""
+    from pipeline.config import load_config
+    from pipeline.engine import StackedModel
+    from pipeline.grid import plan_stacks
+    from pipeline.models import create_model
+
+    store = make_store(tmp_path / "s", days=60, n=12)
+    cfg = load_config(None, {"models": {"master-ref": {"stockset": {"small": {"beta": 7.0}}}}})
+    cells = [Cell(m, s, 0) for m in ("master-ref", "master") for s in ("small", "large")]
+    stacks = plan_stacks(cfg, cells, store)
+    assert [[c.name for c in s] for s in stacks] == [
+        ["master-ref/small/seed0"], ["master-ref/large/seed0"],
+        ["master/small/seed0", "master/large/seed0"]]
+    models = [create_model("master-ref", 6, 3, d_model=8, t_nhead=2, s_nhead=2,
+                           **cfg.model_overrides("master-ref", s)) for s in ("small", "large")]
+    with pytest.raises(ValueError, match="share their config"):
+        StackedModel(models, "cpu")
+
+
 def _runs(settings):
     from mlflow import MlflowClient
 

@@ -87,7 +87,8 @@ def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
     settings, _, res = logged
     logged_m = MlflowClient(settings.mlflow_uri).get_run(res.run_id).data.metrics
     pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
-    assert list(pred.columns) == ["date", "instrument", "score", "label", "segment"]
+    assert list(pred.columns) == ["date", "instrument", "score", "label", "segment", "exec_ret",
+                                  "buy_ok", "short_ok"]
     assert set(pred["segment"]) == {"valid", "test"}
     # independently of pipeline.evaluation: scipy, one day at a time
     for seg in ("valid", "test"):
@@ -98,13 +99,16 @@ def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
         assert logged_m[f"{seg}_icir"] == pytest.approx(ic.mean() / ic.std(ddof=1), abs=1e-9)
         assert logged_m[f"{seg}_rank_ic"] == pytest.approx(ric.mean(), abs=1e-9)
         assert logged_m[f"{seg}_rank_icir"] == pytest.approx(ric.mean() / ric.std(ddof=1), abs=1e-9)
-    # portfolio metrics: the long-only excess by hand, the rest through the same evaluate()
-    test = pred[(pred.segment == "test") & pred.label.notna()].astype({"score": float, "label": float})
+    # portfolio metrics: the long-only excess by hand (every scored member ranked, a pick that
+    # cannot be bought held as cash), the rest through the same evaluate()
+    assert _config().backtest.untradable == "cash"
+    test = pred[pred.segment == "test"].astype({"score": float, "exec_ret": float})
     ex = []
     for _, g in test.groupby("date"):
         k = max(1, int(len(g) * 0.05))
         top = g.sort_values(["score", "instrument"], ascending=[False, True]).head(k)
-        ex.append(top.label.mean() - g.label.mean())
+        ex.append(top.exec_ret.where(top.buy_ok, 0.0).sum() / k
+                  - g.exec_ret.where(g.buy_ok, 0.0).sum() / len(g))
     assert logged_m["long_only_ar"] == pytest.approx(np.mean(ex) * 238, abs=1e-9)
     recomputed, _, _ = evaluate(pred, _config().backtest)
     for key in FINAL:

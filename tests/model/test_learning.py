@@ -10,9 +10,9 @@ import torch
 from pipeline.config import load_config
 from pipeline.evaluation.ic import ic_metrics
 from pipeline.loader import DayLoader
-from pipeline.models import MODELS, create_model
+from pipeline.models import create_model
 from pipeline.train import fit, score_loader
-from tests.model.test_models import SMALL
+from tests.model.test_models import NEURAL, SMALL
 from tests.synthetic_store import make_store
 
 CFG = replace(load_config().train, max_epochs=4, lr=3e-3, patience=4, batch_days=4, device="cpu")
@@ -35,13 +35,13 @@ def _train_and_test(name: str, store, seed: int = 0) -> float:
     return ic_metrics(score_loader(model, DayLoader(store, "test", "all", batch_days=16)))["ic"]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NEURAL)   # anchors (no gradient loop): tests/model/test_anchors.py
 def test_every_model_learns_the_planted_signal(name, stores):
     ic = _train_and_test(name, stores["signal"])
     assert ic > 0.2, f"{name}: test IC {ic:.3f}"
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NEURAL)   # anchors (no gradient loop): tests/model/test_anchors.py
 def test_no_signal_no_ic(name, stores):
     ic = _train_and_test(name, stores["shuffled"])
     assert abs(ic) < 0.1, f"{name}: test IC {ic:.3f} on shuffled labels"

@@ -1,6 +1,8 @@
 """Behaviour of every registered model (parametrized over the registry, timm-style).
 
 Tiny sizes keep the file fast on 2 cores; a model missing from SMALL is tested at its defaults.
+The anchors (lgbm, linear) are built fitted (on a tiny synthetic store, `pipeline.anchors`) and
+take the interface tests; they have no gradient training, so the gradient tests run over NEURAL.
 """
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import math
 import pytest
 import torch
 
-from pipeline.models import MODELS, ModelConfigError, create_model, model_config
+from pipeline.models import (ANCHORS, MODELS, ModelConfigError, create_model, model_config,
+                             model_from_state, model_state)
 
 B, N, T, D, M = 2, 6, 5, 7, 3
 
@@ -27,13 +30,42 @@ SMALL: dict[str, dict] = {
     "moderntcn": dict(n_vars=4, d_model=4),
     "mamba": dict(hidden=8, num_layers=1, d_state=4),
     "master": dict(d_model=8, t_nhead=2, s_nhead=2),
+    "master-ref": dict(d_model=8, t_nhead=2, s_nhead=2, beta=10.0),   # MASTER, its authors' recipe
+    # anchors: a small booster that early-stops within seconds on the tiny store
+    "lgbm": dict(num_leaves=8, max_depth=3, lambda_l1=0.0, lambda_l2=1.0, num_boost_round=100,
+                 early_stopping_rounds=10, num_threads=1),
 }
 NAMES = sorted(MODELS)
+# Trained by gradients (pipeline.train); the anchors are fitted in closed form / by boosting.
+NEURAL = [n for n in NAMES if n not in ANCHORS]
 
 
 def build(name: str, seed: int = 0, **extra):
     torch.manual_seed(seed)
-    return create_model(name, d_feat=D, d_market=M, **{**SMALL.get(name, {}), **extra})
+    model = create_model(name, d_feat=D, d_market=M, **{**SMALL.get(name, {}), **extra})
+    if name in ANCHORS:
+        _fit_tiny(model, seed)
+    return model
+
+
+_TINY_STORE = []
+
+
+def _fit_tiny(model, seed: int) -> None:
+    """Fit an anchor on a tiny synthetic store with D features (made once per session)."""
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.anchors import fit_anchor
+    from pipeline.train import StackCell
+    from tests.synthetic_store import make_store
+
+    if not _TINY_STORE:
+        _TINY_STORE.append(make_store(Path(tempfile.mkdtemp()) / "tiny", d=D, m=M))
+    store = _TINY_STORE[0]
+    # seed moves the train days: two seeds give two fits (the ridge itself has no randomness)
+    days = store.segment_days("train")[seed % 5:]
+    fit_anchor(model, StackCell("all", seed, None, None, train_days=days), store)
 
 
 def batch(seed: int = 0, n: int = N):
@@ -46,8 +78,9 @@ def batch(seed: int = 0, n: int = N):
 
 
 def test_registry_names():
-    assert set(MODELS) == {"miga-conv", "miga-rec", "miga-attn", "tcn", "lstm", "transformer",
-                           "moderntcn", "mamba", "master"}
+    assert set(MODELS) >= {"miga-conv", "miga-rec", "miga-attn", "tcn", "lstm", "transformer",
+                           "moderntcn", "mamba", "master", "master-ref", "lgbm", "linear"}
+    assert set(ANCHORS) == {"lgbm", "linear"} and all(build(n).anchor for n in ANCHORS)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,7 +111,7 @@ def test_padding_does_not_change_real_scores(name):
     torch.testing.assert_close(aux, ref_aux)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NEURAL)       # anchors have no gradient training
 def test_every_parameter_gets_a_gradient(name):
     model = build(name).train()
     seen = {n: False for n, p in model.named_parameters()}
@@ -107,7 +140,7 @@ def test_same_seed_same_output(name):
     assert not torch.allclose(other, build(name, seed=3).eval()(x, mask, market)[0])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NEURAL)       # anchors have no gradient training
 def test_learns_a_planted_signal(name):
     """A few dozen Adam steps on score = feature 0 of the last day must reach a clear IC."""
     model = build(name, **_no_dropout(name)).train()
@@ -174,6 +207,20 @@ def test_full_width_features_default_config(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_state_round_trip(name, tmp_path):
+    """model_state -> torch.save -> torch.load(weights_only=True) -> model_from_state scores the
+    same (what a logged run's model and `pipeline.champion.load_run_model` rely on)."""
+    model = build(name).eval()
+    overrides = SMALL.get(name, {})
+    torch.save(model_state(model, name, D, M, overrides, T), tmp_path / "state.pt")
+    again = model_from_state(torch.load(tmp_path / "state.pt", weights_only=True))
+    x, mask, market = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, mask, market)[0], model(x, mask, market)[0],
+                                   rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NEURAL)       # anchors have no gradient training
 def test_batch_without_members_is_harmless(name):
     model = build(name).train()
     x, _, market = batch()
@@ -202,3 +249,20 @@ def test_moderntcn_folds_an_old_stem_bias_into_the_running_mean():
     ref, got = old.eval()(x, mask, market)[0], new.eval()(x, mask, market)[0]
     assert state["encoder.stem.0.bias"].abs().max() > 0.01
     assert torch.allclose(ref, got, atol=1e-5)
+
+
+def test_master_ref_is_master_with_its_authors_recipe():
+    """`miga train --model master-ref`: the registry and the command line know it; it is the
+    MASTER model (same class and config), trained by its own recipe (tests/code/test_config.py)."""
+    import contextlib
+    import io
+
+    from flows.cli import build_parser
+
+    assert type(build("master-ref")) is type(build("master"))
+    assert model_config("master-ref") == model_config("master")
+    assert build_parser().parse_args(["train", "--model", "master-ref"]).model == "master-ref"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    assert "master-ref" in out.getvalue()

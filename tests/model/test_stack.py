@@ -15,9 +15,8 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.evaluation.ic import ic_metrics
-from pipeline.models import MODELS
 from pipeline.train import StackCell, fit_stack, score_days, seed_everything
-from tests.model.test_models import SMALL
+from tests.model.test_models import NEURAL, SMALL
 from tests.synthetic_store import make_store
 
 CFG = replace(load_config().train, max_epochs=3, lr=3e-3, patience=10, batch_days=1, device="cpu")
@@ -37,6 +36,14 @@ def _model(name, store, seed):
     seed_everything(seed)
     return create_model(name, d_feat=len(store.feature_names), d_market=len(store.market_names),
                         **SMALL.get(name, {}))
+
+
+def _recipe(name):
+    """CFG with the model's own loss, label handling and clip (master-ref: MSE on z-scored labels,
+    extremes dropped, clip by value; drop 10% so that the 24..32-member days drop some)."""
+    r = load_config().train_for(name)
+    return replace(CFG, loss=r.loss, label_transform=r.label_transform, clip_mode=r.clip_mode,
+                   drop_extreme=0.1 if r.drop_extreme else 0.0)
 
 
 def _cells(specs, cfgs=None, dirs=None):
@@ -70,15 +77,16 @@ def _same_run(a, b, model_a, model_b, store, stockset):
     assert _test_ic(model_a, store, stockset) == pytest.approx(_test_ic(model_b, store, stockset), **TOL)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NEURAL)   # anchors (no gradient loop): tests/model/test_anchors.py
 def test_stack_of_three_equals_three_single_runs(name, store):
     torch.set_num_threads(1)
     solo = []
+    cfg = _recipe(name)
     for seed, s in CELLS:
         m = _model(name, store, seed)
-        solo.append((fit_stack([m], _cells([(seed, s)]), store, progress=False)[0], m))
+        solo.append((fit_stack([m], _cells([(seed, s)], [cfg]), store, progress=False)[0], m))
     models = [_model(name, store, seed) for seed, _ in CELLS]
-    stacked = fit_stack(models, _cells(CELLS), store, progress=False)
+    stacked = fit_stack(models, _cells(CELLS, [cfg] * 3), store, progress=False)
     for (ref, ref_model), res, model, (_, s) in zip(solo, stacked, models, CELLS):
         assert res.stack_size == 3 and len(res.history) == CFG.max_epochs
         _same_run(res, ref, model, ref_model, store, s)
