@@ -30,7 +30,8 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.errors import MigaError
-from pipeline.evaluation import SUMMARY, evaluate, index_benchmark
+from pipeline.evaluation import (PREDICTION_COLUMNS, SUMMARY, evaluate, index_benchmark,
+                                 with_execution)
 from pipeline.grid import Cell
 from pipeline.settings import Settings
 
@@ -268,8 +269,7 @@ def _evaluate(settings: Settings, config: Config, cell: Cell, store, device,
     test_pred, test_usage = score_loader_with_usage(model, trained.test, device, bf16, store)
     pred = pd.concat([score_loader(model, trained.valid, device, bf16, store).assign(segment="valid"),
                       test_pred.assign(segment="test")], ignore_index=True)
-    pred = with_execution(pred, store)[["date", "instrument", "score", "label", "segment",
-                                        "exec_ret", "buy_ok", "short_ok"]]
+    pred = with_execution(pred, store)[list(PREDICTION_COLUMNS)]
     notes = []
     index_ret = index_benchmark(settings, cell.stockset, store.dates)
     if index_ret is None:
@@ -282,15 +282,6 @@ def _evaluate(settings: Settings, config: Config, cell: Cell, store, device,
     usage = (_expert_usage_by_set(model, store, cell.stockset, device, test_usage)
              if getattr(model, "last_routing", None) is not None else {})
     return _Evaluated(pred, metrics, daily, rets, usage, index_ret is not None, notes)
-
-
-def with_execution(pred: pd.DataFrame, store) -> pd.DataFrame:
-    """`pred` (with day_idx, inst_idx) plus the store's execution facts of each stock-day
-    (exec_ret, buy_ok, short_ok: the backtest's tradable rule, pipeline/evaluation/portfolio.py)."""
-    di, ji = pred["day_idx"].to_numpy(), pred["inst_idx"].to_numpy()
-    ex = store.execution
-    return pred.assign(exec_ret=ex["exec_ret"][di, ji], buy_ok=ex["buy_ok"][di, ji],
-                       short_ok=ex["short_ok"][di, ji])
 
 
 def _expert_usage_by_set(model, store, stockset, device,

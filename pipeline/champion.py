@@ -3,9 +3,11 @@
 For each model name, this run's registered versions are the challengers. Every challenger and
 the current champion are scored on the same data: the most recent `window` market days that
 have labels, over the primary stock set (the first of `config.data.stocksets`). The best
-challenger takes the alias only if its mean daily IC there beats the champion's; the decision
-is recorded as tags on the challenger's run and model version, and appended to
-`MIGA_HOME/reports/champion_log.jsonl`.
+challenger takes the alias only if its score there beats the champion's: the mean daily IC
+(`[backtest] champion_metric = "ic"`, the default) or the TopkDropout account's annualised
+excess over the members' mean net of costs over the window ("topk_excess_net",
+pipeline/evaluation/topk.py). The decision is recorded as tags on the challenger's run and model
+version, and appended to `MIGA_HOME/reports/champion_log.jsonl`.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.evaluation import (portfolio_returns, topk_account, topk_metrics, topk_params,
+                                 with_execution)
 from pipeline.evaluation.ic import ic_metrics
 from pipeline.settings import Settings
 
@@ -30,25 +34,27 @@ class Decision:
     reason: str
     challenger_run: str
     challenger_version: str
-    challenger_ic: float
+    challenger_ic: float     # the window score of `metric` (the name predates the choice)
     champion_version: str | None
     champion_ic: float | None
     stockset: str
     window: tuple[str, str]
+    metric: str = "ic"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def decide(challenger_ic: float, champion_ic: float | None) -> tuple[bool, str]:
-    """Promote when there is no champion yet, or the challenger's window IC is strictly higher."""
+def decide(challenger_ic: float, champion_ic: float | None, metric: str = "ic") -> tuple[bool, str]:
+    """Promote when there is no champion yet, or the challenger's window score is strictly higher."""
+    name = "IC" if metric == "ic" else metric
     if champion_ic is None:
         return True, "no champion yet"
     if not math.isfinite(challenger_ic):
-        return False, "challenger has no valid IC on the window"
+        return False, f"challenger has no valid {name} on the window"
     if not math.isfinite(champion_ic) or challenger_ic > champion_ic:
-        return True, f"window IC {challenger_ic:.4f} > champion {champion_ic:.4f}"
-    return False, f"window IC {challenger_ic:.4f} <= champion {champion_ic:.4f}"
+        return True, f"window {name} {challenger_ic:.4f} > champion {champion_ic:.4f}"
+    return False, f"window {name} {challenger_ic:.4f} <= champion {champion_ic:.4f}"
 
 
 def recent_window(store, stockset: str, n_days: int = WINDOW_DAYS) -> np.ndarray:
@@ -71,11 +77,26 @@ def load_run_model(settings: Settings, run_id: str):
 
 
 def window_ic(settings: Settings, config: Config, store, run_id: str, stockset: str, days) -> float:
+    """The run's score on the window: `[backtest] champion_metric` (module docstring)."""
     from pipeline.train import resolve_device, score_days
 
     model = load_run_model(settings, run_id)
     df = score_days(model, store, stockset, days, resolve_device(config.train.device))
-    return float(ic_metrics(df)["ic"])
+    bt = config.backtest
+    if bt.champion_metric == "ic":
+        return float(ic_metrics(df)["ic"])
+    return window_topk(df, store, bt)["topk_excess_ar_net"]
+
+
+def window_topk(df, store, bt) -> dict[str, float]:
+    """The TopkDropout metrics of scores (date, instrument, score, label) on store days."""
+    pos = {s: j for j, s in enumerate(store.instruments)}
+    df = df.assign(day_idx=np.searchsorted(store.dates, df["date"].to_numpy().astype("datetime64[D]")),
+                   inst_idx=df["instrument"].map(pos).to_numpy(), segment="window")
+    pred = with_execution(df, store)
+    bench = portfolio_returns(pred, top_frac=bt.top_frac, buy_cost=bt.buy_cost,
+                              sell_cost=bt.sell_cost, untradable=bt.untradable)["bench"]
+    return topk_metrics(topk_account(pred, **topk_params(bt)), bench, None, bt.days_per_year)
 
 
 def challenge(settings: Settings, config: Config, results: list[dict], store,
@@ -105,12 +126,14 @@ def challenge(settings: Settings, config: Config, results: list[dict], store,
             continue
         champ_ic = (window_ic(settings, config, store, current.run_id, stockset, days)
                     if current is not None else None)
-        promote, reason = decide(best_ic, champ_ic)
+        promote, reason = decide(best_ic, champ_ic, config.backtest.champion_metric)
         if promote:
             tracking.set_champion(settings, model, best.version)
         d = Decision(model, "promoted" if promote else "kept", reason, best.run_id, str(best.version),
-                     best_ic, str(current.version) if current else None, champ_ic, stockset, window)
+                     best_ic, str(current.version) if current else None, champ_ic, stockset, window,
+                     config.backtest.champion_metric)
         tags = {"champion.decision": d.decision, "champion.reason": reason,
+                "champion.metric": d.metric,
                 "champion.window": f"{window[0]}..{window[1]}", "champion.window_ic": f"{best_ic:.6f}"}
         tracking.tag_version(settings, model, best.version, best.run_id, tags)
         with open(settings.reports_dir / "champion_log.jsonl", "a") as f:

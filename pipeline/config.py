@@ -109,6 +109,27 @@ class BacktestConfig:
     sell_cost: float
     days_per_year: int
     untradable: str          # "cash" or "next": where a pick that cannot be bought goes
+    topk: int                # TopkDropout (pipeline/evaluation/topk.py): names held
+    n_drop: int              # names replaced at most a day
+    risk_degree: float       # share of the cash spent on a day's buys
+    account: float           # starting cash (CNY)
+    min_cost: float          # minimum commission per order (CNY)
+    forbid_all_trade_at_limit: bool
+    champion_metric: str     # one of CHAMPION_METRICS
+
+
+CHAMPION_METRICS = ("ic", "topk_excess_net")
+
+
+def _check_backtest(bc: BacktestConfig) -> BacktestConfig:
+    if not 1 <= bc.n_drop <= bc.topk:
+        raise ValueError(f"backtest.n_drop must be in [1, topk = {bc.topk}], got {bc.n_drop}")
+    if not 0.0 < bc.risk_degree <= 1.0:
+        raise ValueError(f"backtest.risk_degree must be in (0, 1], got {bc.risk_degree}")
+    if bc.champion_metric not in CHAMPION_METRICS:
+        raise ValueError(f"backtest.champion_metric must be one of {CHAMPION_METRICS}, "
+                         f"got {bc.champion_metric!r}")
+    return bc
 
 
 @dataclass(frozen=True)
@@ -287,7 +308,7 @@ def config_from_dict(raw: dict, source: str = "") -> Config:
         segments=Segments(**seg, embargo_days=embargo, preset=preset),
         data=_build(DataConfig, raw.get("data", {}), "data"),
         train=_check_train(_build(TrainConfig, raw.get("train", {}), "train"), "train"),
-        backtest=_build(BacktestConfig, raw.get("backtest", {}), "backtest"),
+        backtest=_check_backtest(_build(BacktestConfig, raw.get("backtest", {}), "backtest")),
         run=_build(RunConfig, raw.get("run", {}), "run"),
         engine=_build(EngineConfig, raw.get("engine", {}), "engine"),
         models=models,

@@ -1,5 +1,6 @@
 """Reports: the paper's Table 1 (ranking metrics) and Table 2 (portfolios) from the MLflow runs,
-and the results table of one grid (`results_table`).
+beside them the TopkDropout account net of costs (what a trader could run), and the results
+table of one grid (`results_table`).
 
 Rows are models, columns the metrics per stock set and their average; cells are
 "mean (std)" over seeds (std with ddof=1, "-" for a single seed); the best mean of each column
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pipeline.errors import MigaError
-from pipeline.evaluation import HEADLINE, TABLE1, TABLE2
+from pipeline.evaluation import HEADLINE, TABLE1, TABLE2, TABLE_NET
 from pipeline.settings import Settings
 # Paper order and type of each model (Table 1: baselines, SoTA models, MIGA), then the anchors.
 MODEL_ROWS = (("tcn", "TCN", "Baselines"), ("lstm", "LSTM", "Baselines"),
@@ -149,10 +150,14 @@ def build_report(settings: Settings, experiment: str = "miga", store_fingerprint
              f"{seeds.min()}-{seeds.max()} seeds per cell. Cells: mean (std over seeds); "
              "best mean of each column in bold. AR = annualised excess return (mean daily x "
              "[backtest] days_per_year), IR = mean / std x sqrt(days_per_year); long-only (LO) "
-             "against the equal-weighted members, long-short (LS) as is.")
+             "against the equal-weighted members, long-short (LS) as is. TK = the TopkDropout "
+             "account ([backtest] topk, n_drop; Qlib's strategy and costs): excess over the "
+             "equal-weighted members and IR net of costs, its own AR, the excess before costs, "
+             "mean weight bought a day, costs a year.")
     parts_md, parts_html = [f"# MIGA results\n\n{intro}\n"], [f"<h1>MIGA results</h1><p>{html_lib.escape(intro)}</p>"]
     for title, metrics, digits in (("Table 1: ranking metrics (test)", TABLE1, 3),
-                                   ("Table 2: portfolios (test)", TABLE2, 2)):
+                                   ("Table 2: portfolios (test)", TABLE2, 2),
+                                   ("TopkDropout, net of costs (test)", TABLE_NET, 2)):
         header, rows = _cells(table(runs, metrics), runs, metrics, digits)
         parts_md.append(f"## {title}\n\n{_markdown(header, rows)}\n")
         parts_html.append(f"<h2>{html_lib.escape(title)}</h2>{_html(header, rows)}")

@@ -14,6 +14,14 @@ Layout of `MIGA_HOME/store/<fingerprint>/`:
                         trade); NaN = no trade on t+1 (sql/store/execution.sql)
     buy_ok.npy          (Days, N_all) bool: can be bought on t+1 (trades, not opening limit up)
     short_ok.npy        (Days, N_all) bool: can be sold short on t+1 (not opening limit down)
+    hold_ret.npy        (Days, N_all) float32: what a holding earns from t+1 to t+2 at the
+                        average price, a day without a trade valued at the last traded one
+                        (p*(t+2) / p*(t+1) - 1, p* carried over suspensions); NaN before the
+                        stock's first trade and for the last two days (a multi-day account,
+                        pipeline/evaluation/topk.py; build.py `holding_arrays`)
+    sell_ok.npy         (Days, N_all) bool: can be sold on t+1 (trades, not opening limit down),
+                        whether or not it traded on t
+    at_limit.npy        (Days, N_all) bool: trades on t+1 and opens at the limit up or down
     norm_stats.json     the fitted normalisation (inference applies the same)
     meta.json           dates, instruments, names, segments, window, fingerprint (and, from a
                         warehouse build, what `pipeline.store.build` records to extend it)
@@ -40,7 +48,8 @@ from pipeline.config import EMBARGOED, SEGMENT_NAMES, Segments
 from pipeline.normalize import apply_robust, fit_robust
 
 
-EXECUTION_ARRAYS = ("exec_ret", "buy_ok", "short_ok")
+EXECUTION_ARRAYS = ("exec_ret", "buy_ok", "short_ok", "hold_ret", "sell_ok", "at_limit")
+EXECUTION_DTYPES = (np.float32, bool, bool, np.float32, bool, bool)
 
 
 def as_segments(segments: Segments | Mapping) -> Segments:
@@ -93,8 +102,8 @@ class TensorStore:
 
     @property
     def execution(self) -> dict[str, np.ndarray]:
-        """exec_ret, buy_ok, short_ok (module docstring): read when first asked for (only the
-        backtest needs them), memory-mapped."""
+        """exec_ret, buy_ok, short_ok, hold_ret, sell_ok, at_limit (module docstring): read
+        when first asked for (only the backtests need them), memory-mapped."""
         if "_execution" not in self.__dict__:
             self._execution = {k: np.load(self.root / f"{k}.npy", mmap_mode="r")
                                for k in EXECUTION_ARRAYS}
@@ -169,8 +178,9 @@ class TensorStore:
         segment's traded stock-days (pass normalize=False for already normalised values), and
         zeroed where not traded. members: {set: (Days, N) bool}; "all" is added as `traded`.
         segments: a `pipeline.config.Segments` or {"train": (d0, d1), ..., "embargo_days": k};
-        None puts every day in train. execution: {exec_ret, buy_ok, short_ok} (Days, N); None
-        derives them from the labels (no price limits: labelled = tradable, exec_ret = label).
+        None puts every day in train. execution: {exec_ret, buy_ok, short_ok} (Days, N) and
+        optionally {hold_ret, sell_ok, at_limit}; what is missing is derived from the labels (no
+        price limits: labelled = tradable, exec_ret = hold_ret = label, 0 where no label).
         """
         dates = np.asarray(dates, dtype="datetime64[D]")
         traded = np.asarray(traded, dtype=bool)
@@ -207,9 +217,10 @@ class TensorStore:
         x = apply_robust(feats, med, scale, clip) if normalize else np.nan_to_num(feats)
         x[~traded] = 0.0
         w.features[:] = x
-        if execution is None:
-            lab = np.asarray(labels, np.float32)
-            execution = {"exec_ret": lab, "buy_ok": np.isfinite(lab), "short_ok": np.isfinite(lab)}
+        lab = np.asarray(labels, np.float32)
+        execution = {"exec_ret": lab, "buy_ok": np.isfinite(lab), "short_ok": np.isfinite(lab),
+                     "hold_ret": np.nan_to_num(lab), "sell_ok": np.isfinite(lab),
+                     "at_limit": np.zeros(lab.shape, bool), **(execution or {})}
         w.finish(labels=labels, traded=traded, members=members, stats=stats,
                  market=apply_robust(market, mmed, mscale, clip) if normalize else market,
                  execution=execution)
@@ -297,7 +308,7 @@ class StoreWriter:
         np.save(self.tmp / "market.npy", np.asarray(market, dtype=np.float32))
         if set(execution) != set(EXECUTION_ARRAYS):
             raise ValueError(f"execution arrays {sorted(execution)}, expected {EXECUTION_ARRAYS}")
-        for k, dtype in zip(EXECUTION_ARRAYS, (np.float32, bool, bool)):
+        for k, dtype in zip(EXECUTION_ARRAYS, EXECUTION_DTYPES):
             a = np.asarray(execution[k], dtype=dtype)
             if a.shape != traded.shape:
                 raise ValueError(f"execution array {k} of shape {a.shape}, traded {traded.shape}")

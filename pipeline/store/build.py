@@ -34,9 +34,10 @@ from pipeline.warehouse import (SQL_DIR, columns, first_row, open_warehouse, que
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 4          # bump when the layout or the build's semantics change (3: meta.json
+STORE_VERSION = 5          # bump when the layout or the build's semantics change (3: meta.json
                            # records version and config_key, which _prune reads; 4: execution
-                           # arrays for the backtest's tradable rule)
+                           # arrays for the backtest's tradable rule; 5: hold_ret, sell_ok,
+                           # at_limit for the TopkDropout account)
 FIT_SAMPLE_ROWS = 400_000  # stock-days used to fit the robust statistics
 BATCH_BYTES = 64 << 20     # Arrow batch size when streaming features (64 MiB of doubles)
 FIT_BYTES = 256 << 20      # at most this much sample for the normalisation fit
@@ -347,16 +348,37 @@ def _side_arrays(con, config, dates, days: int, n: int, seg):
 
 
 def _execution(con, days: int, n: int) -> dict[str, np.ndarray]:
-    """The backtest's execution arrays (sql/store/execution.sql), in full like the labels:
-    exec_ret (NaN = not traded on t+1), buy_ok and short_ok (False = cannot be bought / sold
-    short on t+1)."""
+    """The backtests' execution arrays, in full like the labels: exec_ret (NaN = not traded on
+    t+1), buy_ok and short_ok (False = cannot be bought / sold short on t+1), from
+    sql/store/execution.sql; hold_ret, sell_ok, at_limit (`holding_arrays`)."""
     out = {"exec_ret": np.full((days, n), np.nan, np.float32),
            "buy_ok": np.zeros((days, n), bool), "short_ok": np.zeros((days, n), bool)}
     di, ji, buy, short, ret = _pairs(con, "store/execution")
     out["buy_ok"][di, ji] = buy
     out["short_ok"][di, ji] = short
     out["exec_ret"][di, ji] = ret
-    return out
+    return {**out, **holding_arrays(days, n, *_pairs(con, "store/holding"))}
+
+
+def holding_arrays(days: int, n: int, di, ji, p, open_up, open_down) -> dict[str, np.ndarray]:
+    """hold_ret, sell_ok, at_limit (Days, N) of signal day t (pipeline/store/arrays.py) from
+    the traded stock-days' (day index, stock index, average price, opens limit up, opens
+    limit down) of sql/store/holding.sql."""
+    px = np.full((days, n), np.nan)                         # (Days, N) average price, NaN = no trade
+    px[di, ji] = p
+    traded = np.isfinite(px)
+    up, down = np.zeros((days, n), bool), np.zeros((days, n), bool)
+    up[di, ji], down[di, ji] = open_up, open_down
+    # p* = the last traded price at or before each day (a suspended day holds its value)
+    last = np.where(traded, np.arange(days)[:, None], 0)
+    np.maximum.accumulate(last, axis=0, out=last)
+    pf = px[last, np.arange(n)[None, :]]                   # NaN before the first trade
+    hold = np.full((days, n), np.nan, np.float32)
+    hold[:-2] = pf[2:] / pf[1:-1] - 1
+    sell_ok, at_limit = np.zeros((days, n), bool), np.zeros((days, n), bool)
+    sell_ok[:-1] = traded[1:] & ~down[1:]                  # facts of t+1, on the row of t
+    at_limit[:-1] = traded[1:] & (up[1:] | down[1:])
+    return {"hold_ret": hold, "sell_ok": sell_ok, "at_limit": at_limit}
 
 
 def _feature_columns(con) -> list[str]:

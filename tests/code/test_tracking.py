@@ -15,7 +15,11 @@ TINY_MIGA = {"hidden": 8, "num_layers": 2, "kernel_size": 3, "groups": 2, "exper
 TINY_TCN = {"hidden": 8, "num_layers": 2, "kernel_size": 3}
 FINAL = ("test_ic", "test_icir", "test_rank_ic", "test_rank_icir", "long_only_ar", "long_only_ir",
          "long_short_ar", "long_short_ir", "long_only_mdd", "turnover", "long_only_ar_net",
-         "valid_ic", "valid_icir", "valid_rank_ic", "valid_rank_icir")
+         "valid_ic", "valid_icir", "valid_rank_ic", "valid_rank_icir",
+         # the TopkDropout account (pipeline/evaluation/topk.py), net of costs and before
+         "topk_ar_net", "topk_excess_ar_net", "topk_ir_net", "topk_mdd_net", "topk_turnover",
+         "topk_cost_drag", "topk_cash", "topk_ar_gross", "topk_excess_ar_gross", "topk_ir_gross",
+         "topk_mdd_gross")
 
 
 def _config(epochs=2):
@@ -88,8 +92,10 @@ def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
     logged_m = MlflowClient(settings.mlflow_uri).get_run(res.run_id).data.metrics
     pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
     assert list(pred.columns) == ["date", "instrument", "score", "label", "segment", "exec_ret",
-                                  "buy_ok", "short_ok"]
+                                  "buy_ok", "short_ok", "hold_ret", "sell_ok", "at_limit"]
     assert set(pred["segment"]) == {"valid", "test"}
+    account = pred                  # rows without a score: what a multi-day account may hold
+    pred = pred[pred.score.notna()]
     # independently of pipeline.evaluation: scipy, one day at a time
     for seg in ("valid", "test"):
         part = pred[(pred.segment == seg) & pred.label.notna()].astype({"score": float, "label": float})
@@ -105,15 +111,21 @@ def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
     test = pred[pred.segment == "test"].astype({"score": float, "exec_ret": float})
     ex = []
     for _, g in test.groupby("date"):
+        if g.exec_ret.isna().all():      # the last two days: no outcome yet, not backtested
+            continue
         k = max(1, int(len(g) * 0.05))
         top = g.sort_values(["score", "instrument"], ascending=[False, True]).head(k)
         ex.append(top.exec_ret.where(top.buy_ok, 0.0).sum() / k
                   - g.exec_ret.where(g.buy_ok, 0.0).sum() / len(g))
     assert logged_m["long_only_ar"] == pytest.approx(np.mean(ex) * 238, abs=1e-9)
-    recomputed, _, _ = evaluate(pred, _config().backtest)
+    recomputed, _, _ = evaluate(account, _config().backtest)
     for key in FINAL:
         assert logged_m[key] == pytest.approx(recomputed[key], abs=1e-12), key
     assert logged_m["test_ic"] > 0.3                      # the planted signal was learned
+    # the account's costs are real: net below gross by the cost drag
+    assert logged_m["topk_cost_drag"] > 0
+    assert logged_m["topk_ar_gross"] - logged_m["topk_ar_net"] == pytest.approx(
+        logged_m["topk_cost_drag"], rel=1e-9)
 
 
 def test_artifacts_and_registered_model(logged):
@@ -144,6 +156,7 @@ def test_artifacts_and_registered_model(logged):
     model = load_run_model(settings, res.run_id)
     again = score_loader(model, DayLoader(store, "test", "all", batch_days=8), store=store)
     pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
+    pred = pred[pred.score.notna()]
     np.testing.assert_allclose(again["score"].to_numpy(),
                                pred.loc[pred.segment == "test", "score"].to_numpy(), rtol=1e-5, atol=1e-6)
     # every set's usage (the run's own one comes from its test-prediction pass) is the model's
