@@ -8,7 +8,7 @@
 1. Reads the newest finished run of --model on --stockset (its `predictions.parquet`; the home
    is only read) and takes its test scores.
 2. Ours: the run's stocks' prices from ../shared/data in an in-memory DuckDB, the store's SQL
-   (sql/store/calendar, instruments, execution, holding) and `build.holding_arrays`, the
+   (sql/store/calendar, instruments, day_facts) and `build.execution_arrays`, the
    predictions completed by `evaluation.with_execution` (rows for stocks held without a score),
    then `topk_account` with the config's [backtest] values.
 3. Qlib: the same prices in Qlib's binary layout (bench_qlib.write_qlib_layout) under --work,
@@ -78,7 +78,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.evaluation import topk_params, with_execution  # noqa: E402
 from pipeline.evaluation.topk import topk_account  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.store.build import holding_arrays  # noqa: E402
+from pipeline.store.build import execution_arrays  # noqa: E402
 from pipeline.warehouse import run_sql  # noqa: E402
 
 TOLERANCE = 1e-5       # max |daily return difference| with trade_unit None
@@ -113,12 +113,8 @@ def our_store(con, codes: list[str]) -> SimpleNamespace:
     traded = np.zeros((days, n), bool)
     di, ji = (np.asarray(v) for v in run_sql(con, "store/traded").fetchnumpy().values())
     traded[di, ji] = True
-    ex = {"exec_ret": np.full((days, n), np.nan, np.float32), "buy_ok": np.zeros((days, n), bool),
-          "short_ok": np.zeros((days, n), bool)}
-    di, ji, buy, short, ret = (np.asarray(v) for v in run_sql(con, "store/execution").fetchnumpy().values())
-    ex["buy_ok"][di, ji], ex["short_ok"][di, ji], ex["exec_ret"][di, ji] = buy, short, ret
-    h = run_sql(con, "store/holding").fetchnumpy()
-    ex.update(holding_arrays(days, n, *(np.asarray(v) for v in h.values())))
+    h = run_sql(con, "store/day_facts").fetchnumpy()
+    ex = execution_arrays(days, n, *(np.asarray(v) for v in h.values()))
     return SimpleNamespace(dates=dates, instruments=insts, traded=traded,
                            labels=np.full((days, n), np.nan, np.float32), execution=ex,
                            day_facts=h)

@@ -12,7 +12,7 @@ t+1 or t+2 is still ranked: dropping it would use the future):
 - the benchmark is the equal-weighted book of all the day's members, executed by the same
   rule, and the long-only excess return is long - benchmark (against the index when given).
 Execution (the tradable rule; the store's `exec_ret`, `buy_ok`, `short_ok` columns, from
-sql/store/execution.sql): a pick that cannot be bought on t+1 (no trade, or opening at the
+sql/store/day_facts.sql, `pipeline.store.build.execution_arrays`): a pick that cannot be bought on t+1 (no trade, or opening at the
 daily limit up) is skipped; `untradable = "cash"` keeps its 1/k in cash (0 return), "next"
 passes it to the next-ranked name that can be bought (the bottom k likewise for short sales,
 blocked by a limit-down open). A holding with no trade on t+2 cannot be sold and is valued at

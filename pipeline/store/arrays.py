@@ -11,14 +11,14 @@ Layout of `MIGA_HOME/store/<fingerprint>/`:
     market.npy          (Days, M) float32, normalised with train statistics
     exec_ret.npy        (Days, N_all) float32: what a position formed on day t earns when bought
                         on t+1 (the label, or valued at the last traded price when t+2 has no
-                        trade); NaN = no trade on t+1 (sql/store/execution.sql)
+                        trade); NaN = no trade on t+1 (sql/store/day_facts.sql, build.py `execution_arrays`)
     buy_ok.npy          (Days, N_all) bool: can be bought on t+1 (trades, not opening limit up)
     short_ok.npy        (Days, N_all) bool: can be sold short on t+1 (not opening limit down)
     hold_ret.npy        (Days, N_all) float32: what a holding earns from t+1 to t+2 at the
                         average price, a day without a trade valued at the last traded one
                         (p*(t+2) / p*(t+1) - 1, p* carried over suspensions); NaN before the
                         stock's first trade and for the last two days (a multi-day account,
-                        pipeline/evaluation/topk.py; build.py `holding_arrays`)
+                        pipeline/evaluation/topk.py; build.py `execution_arrays`)
     sell_ok.npy         (Days, N_all) bool: can be sold on t+1 (trades, not opening limit down),
                         whether or not it traded on t
     at_limit.npy        (Days, N_all) bool: trades on t+1 and opens at the limit up or down

@@ -348,37 +348,58 @@ def _side_arrays(con, config, dates, days: int, n: int, seg):
 
 
 def _execution(con, days: int, n: int) -> dict[str, np.ndarray]:
-    """The backtests' execution arrays, in full like the labels: exec_ret (NaN = not traded on
-    t+1), buy_ok and short_ok (False = cannot be bought / sold short on t+1), from
-    sql/store/execution.sql; hold_ret, sell_ok, at_limit (`holding_arrays`)."""
-    out = {"exec_ret": np.full((days, n), np.nan, np.float32),
-           "buy_ok": np.zeros((days, n), bool), "short_ok": np.zeros((days, n), bool)}
-    di, ji, buy, short, ret = _pairs(con, "store/execution")
-    out["buy_ok"][di, ji] = buy
-    out["short_ok"][di, ji] = short
-    out["exec_ret"][di, ji] = ret
-    return {**out, **holding_arrays(days, n, *_pairs(con, "store/holding"))}
+    """The backtests' execution arrays, in full like the labels (`execution_arrays` of
+    sql/store/day_facts.sql)."""
+    return execution_arrays(days, n, *_pairs(con, "store/day_facts"))
 
 
-def holding_arrays(days: int, n: int, di, ji, p, open_up, open_down) -> dict[str, np.ndarray]:
-    """hold_ret, sell_ok, at_limit (Days, N) of signal day t (pipeline/store/arrays.py) from
-    the traded stock-days' (day index, stock index, average price, opens limit up, opens
-    limit down) of sql/store/holding.sql."""
+def execution_arrays(days: int, n: int, di, ji, p, close_adj, open_up,
+                     open_down) -> dict[str, np.ndarray]:
+    """The store's execution arrays (Days, N) of signal day t (pipeline/store/arrays.py) from the
+    traded stock-days' (day index, stock index, average price, adjusted close, opens limit up,
+    opens limit down) of sql/store/day_facts.sql. Market day t+1 is day index t + 1.
+
+    The paper's portfolios (a position opened on t+1 and closed on t+2): on a day t the stock
+    traded, and when t+1 traded and t+2 is in the data,
+      buy_ok / short_ok  t+1 does not open at the limit up / down
+      exec_ret           p(t+2) / p(t+1) - 1 (the label), or, with no trade on t+2 (cannot be
+                         sold), close(t+1) / p(t+1) - 1: valued at its last traded price;
+    NaN / False otherwise (the last two days: not known yet).
+    The TopkDropout account (positions held for many days):
+      hold_ret   p*(t+2) / p*(t+1) - 1, p* the last traded price at or before a day (a suspended
+                 day holds its value); NaN for the last two days
+      sell_ok    t+1 trades and does not open at the limit down
+      at_limit   t+1 trades and opens at either limit."""
     px = np.full((days, n), np.nan)                         # (Days, N) average price, NaN = no trade
     px[di, ji] = p
+    close = np.full((days, n), np.nan)
+    close[di, ji] = close_adj
     traded = np.isfinite(px)
     up, down = np.zeros((days, n), bool), np.zeros((days, n), bool)
     up[di, ji], down[di, ji] = open_up, open_down
+
+    exec_ret = np.full((days, n), np.nan, np.float32)
+    buy_ok, short_ok = np.zeros((days, n), bool), np.zeros((days, n), bool)
+    if days > 2:
+        opened = traded[:-2] & traded[1:-1]                 # traded on t and on t+1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ret = np.where(traded[2:], px[2:], close[1:-1]) / px[1:-1] - 1
+        exec_ret[:-2] = np.where(opened, ret, np.nan)
+        buy_ok[:-2] = opened & ~up[1:-1]
+        short_ok[:-2] = opened & ~down[1:-1]
+
     # p* = the last traded price at or before each day (a suspended day holds its value)
     last = np.where(traded, np.arange(days)[:, None], 0)
     np.maximum.accumulate(last, axis=0, out=last)
     pf = px[last, np.arange(n)[None, :]]                   # NaN before the first trade
     hold = np.full((days, n), np.nan, np.float32)
-    hold[:-2] = pf[2:] / pf[1:-1] - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hold[:-2] = pf[2:] / pf[1:-1] - 1
     sell_ok, at_limit = np.zeros((days, n), bool), np.zeros((days, n), bool)
     sell_ok[:-1] = traded[1:] & ~down[1:]                  # facts of t+1, on the row of t
     at_limit[:-1] = traded[1:] & (up[1:] | down[1:])
-    return {"hold_ret": hold, "sell_ok": sell_ok, "at_limit": at_limit}
+    return {"exec_ret": exec_ret, "buy_ok": buy_ok, "short_ok": short_ok,
+            "hold_ret": hold, "sell_ok": sell_ok, "at_limit": at_limit}
 
 
 def _feature_columns(con) -> list[str]:

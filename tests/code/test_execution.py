@@ -1,7 +1,10 @@
-"""The backtest's execution facts (sql/store/execution.sql) on hand-made prices: A-share daily
+"""The backtest's execution facts (sql/store/day_facts.sql, `build.execution_arrays`) on
+hand-made prices: A-share daily
 limits (10%, 5% for ST, 20% for STAR and for ChiNext from 2020-08-24), an ex-dividend reference
 price, a holding that cannot be sold on t+2; and the store carries them to a cell's predictions."""
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import duckdb
 import numpy as np
@@ -52,23 +55,33 @@ def prices_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def execution(settings):
-    make_warehouse(settings.warehouse, prices_frame())
+def store_facts(settings) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The store's execution arrays for the warehouse's prices, as the store build computes them:
+    (instruments in store order, {name: (Days, N) array})."""
+    from pipeline.store.build import execution_arrays
+
     con = duckdb.connect(str(settings.warehouse))
     try:
         run_sql(con, "store/calendar")
         run_sql(con, "store/instruments")
-        df = con.execute("SELECT c.date, s.instrument, e.* FROM (" + _sql("store/execution") + ") e "
-                         "JOIN store_cal c USING (di) JOIN store_inst s USING (ji)").df()
+        insts = [r[0] for r in con.execute("SELECT instrument FROM store_inst ORDER BY ji").fetchall()]
+        cols = run_sql(con, "store/day_facts").fetchnumpy()
     finally:
         con.close()
-    return {(r.instrument, D.get_loc(pd.Timestamp(r.date))): r for r in df.itertuples()}
+    return insts, execution_arrays(len(D), len(insts), *cols.values())
 
 
-def _sql(name: str) -> str:
-    from pipeline.warehouse import SQL_DIR
-    return (SQL_DIR / f"{name}.sql").read_text()
+@pytest.fixture
+def execution(settings):
+    """{(instrument, day t): its paper-portfolio facts} for every stock-day whose position can be
+    opened on t+1 (traded on t and t+1, t+2 in the data); other stock-days have none."""
+    make_warehouse(settings.warehouse, prices_frame())
+    insts, ex = store_facts(settings)
+    out = {}
+    for t, j in zip(*np.nonzero(np.isfinite(ex["exec_ret"]))):
+        out[(insts[j], int(t))] = SimpleNamespace(**{k: ex[k][t, j] for k in
+                                                     ("exec_ret", "buy_ok", "short_ok")})
+    return out
 
 
 def test_limit_up_open_blocks_the_buy(execution):

@@ -1,5 +1,5 @@
 """The TopkDropout account (pipeline/evaluation/topk.py) on hand-made days with known answers,
-and the store's holding facts (sql/store/holding.sql, `build.holding_arrays`) on hand-made
+and the store's holding facts (sql/store/day_facts.sql, `build.execution_arrays`) on hand-made
 prices."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.evaluation.portfolio import portfolio_returns
 from pipeline.evaluation.topk import topk_account
-from tests.code.test_execution import D, _sql, execution, prices_frame  # noqa: F401 (fixture)
+from tests.code.test_execution import execution, store_facts  # noqa: F401 (fixture)
 
 FREE = dict(buy_cost=0.0, sell_cost=0.0, min_cost=0.0, account=1e6, risk_degree=1.0,
             forbid_all_trade_at_limit=True)
@@ -109,23 +109,12 @@ def test_n_drop_equal_to_topk_without_costs_is_the_daily_equal_weight_top_k():
 
 
 def test_holding_facts_from_hand_made_prices(settings, execution):  # noqa: F811
-    """hold_ret, sell_ok, at_limit: the same limit rule as execution.sql, and a stock back from
-    a suspension can be sold on its first day back (execution.sql has no row for it)."""
-    from pipeline.store.build import holding_arrays
-
-    from pipeline.warehouse import run_sql
-
-    con = duckdb.connect(str(settings.warehouse))
-    try:
-        run_sql(con, "store/calendar")
-        run_sql(con, "store/instruments")
-        insts = [r[0] for r in con.execute("SELECT instrument FROM store_inst ORDER BY ji").fetchall()]
-        cols = con.execute(_sql("store/holding")).fetchnumpy()
-    finally:
-        con.close()
-    h = holding_arrays(len(D), len(insts), *cols.values())
+    """hold_ret, sell_ok, at_limit: the same limit rule as the paper portfolio's facts, and a
+    stock back from a suspension can be sold on its first day back (a position opened the day
+    before it came back has no paper-portfolio facts: it did not trade then)."""
+    insts, h = store_facts(settings)
     j = {s: i for i, s in enumerate(insts)}
-    for (inst, t), r in execution.items():           # every row of execution.sql agrees
+    for (inst, t), r in execution.items():           # every paper-portfolio stock-day agrees
         sell, lim = h["sell_ok"][t, j[inst]], h["at_limit"][t, j[inst]]
         assert sell == r.short_ok, (inst, t)            # not opening limit down
         assert r.buy_ok == (not (lim and sell)), (inst, t)   # limit up = at a limit, not down
