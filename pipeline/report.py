@@ -30,6 +30,7 @@ MODEL_ROWS = (("tcn", "TCN", "Baselines"), ("lstm", "LSTM", "Baselines"),
               # not in the paper: what no neural network gets on the same inputs (pipeline/anchors.py)
               ("lgbm", "LightGBM", "Anchors"), ("linear", "Linear (ridge)", "Anchors"))
 STOCKSET_ORDER = ("csi300", "csi500", "csi1000", "all")
+LOWER_IS_BETTER = ("topk_turnover", "topk_cost_drag")   # bold marks the column's minimum
 AVERAGE = "Average"
 
 
@@ -107,7 +108,9 @@ def _cells(long: pd.DataFrame, runs: pd.DataFrame, metrics, digits: int):
     best = {}
     for s, k, _ in cols:
         sel = long[(long["stockset"] == s) & (long["metric"] == k)]
-        best[(s, k)] = sel["mean"].max() if len(sel) else None
+        # turnover and costs: less is better
+        best[(s, k)] = ((sel["mean"].min() if k in LOWER_IS_BETTER else sel["mean"].max())
+                        if len(sel) else None)
     header = ["Type", "Model"] + [f"{s} {name}" for s, _, name in cols]
     rows = []
     for model, display, kind in _models(runs):
@@ -148,7 +151,7 @@ def build_report(settings: Settings, experiment: str = "miga", store_fingerprint
     intro = (f"{len(runs)} runs of experiment `{experiment}` on tensor store `{fp}`: "
              f"{runs['model'].nunique()} models x {runs['stockset'].nunique()} stock sets, "
              f"{seeds.min()}-{seeds.max()} seeds per cell. Cells: mean (std over seeds); "
-             "best mean of each column in bold. AR = annualised excess return (mean daily x "
+             "best mean of each column in bold (the lowest for turnover and costs). AR = annualised excess return (mean daily x "
              "[backtest] days_per_year), IR = mean / std x sqrt(days_per_year); long-only (LO) "
              "against the equal-weighted members, long-short (LS) as is. TK = the TopkDropout "
              "account ([backtest] topk, n_drop; Qlib's strategy and costs): excess over the "

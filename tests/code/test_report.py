@@ -18,7 +18,8 @@ def _log_run(exp_id, model, stockset, seed, ic, fp="fpA", status="FINISHED"):
         mlflow.set_tags({"model": model, "stockset": stockset, "seed": str(seed), "store_fingerprint": fp})
         mlflow.log_metrics({"test_ic": ic, "test_icir": 10 * ic, "test_rank_ic": ic + 0.01,
                             "test_rank_icir": 10 * ic + 0.1, "long_only_ar": 3 * ic,
-                            "long_only_ir": 30 * ic, "long_short_ar": 20 * ic, "long_short_ir": 100 * ic})
+                            "long_only_ir": 30 * ic, "long_short_ar": 20 * ic, "long_short_ir": 100 * ic,
+                            "topk_excess_ar_net": 2 * ic, "topk_turnover": 10 * ic})
     if status != "FINISHED":
         mlflow.MlflowClient().set_terminated(r.info.run_id, status)
 
@@ -68,6 +69,13 @@ def test_tables_mean_std_over_seeds_average_and_bold(store_with_runs):
     assert "LSTM" not in t1 and "0.900" not in rep.markdown     # other fingerprint, superseded, failed
     t2 = rep.markdown.split("## Table 2")[1]
     assert _row(t2, "MIGA-Conv")[2] == "**0.16 (0.01)**"         # long-only AR = 3 x IC
+    # the TopkDropout table: the most excess is bold, and the least turnover (not the most)
+    tk = rep.markdown.split("## TopkDropout")[1]
+    header = [c.strip() for c in tk.splitlines()[2].strip("|").split("|")]
+    excess, turnover = header.index("csi300 TK excess"), header.index("csi300 TK turnover")
+    assert _row(tk, "MIGA-Conv")[excess] == "**0.10 (0.01)**"   # 2 x 0.052
+    assert _row(tk, "TCN")[turnover] == "**0.41 (0.01)**"       # 10 x 0.041 < 10 x 0.052
+    assert _row(tk, "MIGA-Conv")[turnover] == "0.52 (0.03)"
     assert rep.store_fingerprint == "fpA" and len(rep.runs) == 8
     assert re.search(r"<b>0\.052 \(0\.003\)</b>", rep.html)
 
