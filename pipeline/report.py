@@ -153,7 +153,8 @@ def build_report(settings: Settings, experiment: str = "miga", store_fingerprint
              f"{seeds.min()}-{seeds.max()} seeds per cell. Cells: mean (std over seeds); "
              "best mean of each column in bold (the lowest for turnover and costs). "
              "AR = annualised excess return (mean daily x [backtest] days_per_year), "
-             "IR = mean / std x sqrt(days_per_year); long-only (LO) against the equal-weighted members, long-short (LS) as is. TK = the TopkDropout "
+             "IR = mean / std x sqrt(days_per_year); long-only (LO) against the "
+             "equal-weighted members, long-short (LS) as is. TK = the TopkDropout "
              "account ([backtest] topk, n_drop; Qlib's strategy and costs): excess over the "
              "equal-weighted members and IR net of costs, its own AR, the excess before costs, "
              "mean weight bought a day, costs a year.")
