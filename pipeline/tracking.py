@@ -328,12 +328,10 @@ def log_model(model, state: dict, example: np.ndarray, register: bool = True) ->
 
 def load_model_state(settings: Settings, run_id: str) -> dict:
     """The state a run logged with `log_model` (rebuild it with `pipeline.models.model_from_state`)."""
-    import mlflow
     import torch
 
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=STATE_ARTIFACT,
-                                               tracking_uri=settings.mlflow_uri)
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(download_artifact(settings, run_id, STATE_ARTIFACT), map_location="cpu",
+                      weights_only=False)
 
 
 def download_artifact(settings: Settings, run_id: str, path: str) -> Path:
