@@ -81,6 +81,7 @@ def with_execution(pred: pd.DataFrame, store) -> pd.DataFrame:
     hold it, and values and sells it from these rows. The IC and the paper's portfolios drop
     rows without a score."""
     parts = [pred]
+    tr, labels = np.asarray(store.traded), np.asarray(store.labels)
     segments = pred.groupby("segment", sort=False) if "segment" in pred else [(None, pred)]
     for seg, part in segments:
         days = np.unique(part["day_idx"].to_numpy())
@@ -88,7 +89,6 @@ def with_execution(pred: pd.DataFrame, store) -> pd.DataFrame:
         scored = np.zeros((len(days), len(insts)), bool)     # (segment days, its stocks)
         scored[np.searchsorted(days, part["day_idx"]), np.searchsorted(insts, part["inst_idx"])] = True
         seen = np.logical_or.accumulate(scored, axis=0)
-        tr = np.asarray(store.traded)
         ahead = np.zeros((len(days), len(insts)), bool)
         for k in (1, 2):
             ok = days + k < len(tr)
@@ -98,7 +98,7 @@ def with_execution(pred: pd.DataFrame, store) -> pd.DataFrame:
         parts.append(pd.DataFrame({
             "day_idx": di, "inst_idx": ji, "date": pd.to_datetime(store.dates[di]),
             "instrument": store.instruments[ji], "score": np.full(len(di), np.nan, np.float32),
-            "label": np.asarray(store.labels)[di, ji], **({"segment": seg} if seg else {})}))
+            "label": labels[di, ji], **({"segment": seg} if seg else {})}))
     out = pd.concat(parts, ignore_index=True)
     di, ji = out["day_idx"].to_numpy(), out["inst_idx"].to_numpy()
     ex = store.execution
