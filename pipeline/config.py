@@ -13,23 +13,39 @@ are the fields of each model's config dataclass (`pipeline/models/<name>.py`), o
 A model's training recipe is `[train]` with its `[models.<name>.train]` keys over it
 (`Config.train_for`), and its hyper-parameters may differ per stock set
 (`[models.<name>.stockset.<set>]`, `Config.model_overrides(name, stockset)`).
+
+Every value is checked once, when the config is loaded: its type (the field's), its range
+(`_ALLOWS`) and the names it refers to (sections, keys, presets, registered models). A mistake
+raises `ConfigError`, one line naming the file that set the key, the key, and what it allows.
+Hyper-parameter names and types of `[models.<name>]` are checked by
+`pipeline.models.model_config` (its config dataclass lives beside its torch code) when a stack
+starts, before any MLflow run opens (`pipeline.cell.run_stack`).
 """
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from pipeline.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 SEGMENT_NAMES = ("train", "valid", "test")
 EMBARGOED = ("train", "valid")  # segments followed by another one: their last labels look ahead
 DEMO_CONFIG = "quick"           # the embedded default that `miga demo` and the flow run
+SECTIONS = ("segments", "presets", "data", "train", "backtest", "run", "engine", "models")
+# The names of pipeline.models.MODELS, the registry (a layer above this one, so it cannot be
+# imported here; tests/code/test_config.py checks the two agree).
+MODEL_NAMES = ("miga-conv", "miga-rec", "miga-attn", "tcn", "lstm", "transformer", "moderntcn",
+               "mamba", "master", "master-ref", "lgbm", "linear")
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,9 @@ class Segments:
         return cls(**seg, embargo_days=int(d["embargo_days"]), preset=str(d.get("preset", "")))
 
 
+SEGMENT_KEYS = ("preset", "embargo_days", *SEGMENT_NAMES)   # the keys of [segments]
+
+
 @dataclass(frozen=True)
 class DataConfig:
     window: int
@@ -87,19 +106,8 @@ class TrainConfig:
 
 LABEL_TRANSFORMS = ("none", "cszscore", "csrank")   # Qlib's CSZScoreNorm, CSRankNorm
 CLIP_MODES = ("norm", "value")
+LOSS_NAMES = ("ic", "mse")   # the keys of pipeline.losses.LOSSES (torch; test_config checks they agree)
 MODEL_TABLES = ("train", "stockset")   # sub-tables of [models.<name>], not hyper-parameters
-
-
-def _check_train(tc: TrainConfig, where: str) -> TrainConfig:
-    if tc.label_transform not in LABEL_TRANSFORMS:
-        raise ValueError(f"{where}.label_transform must be one of {LABEL_TRANSFORMS}, "
-                         f"got {tc.label_transform!r}")
-    if tc.clip_mode not in CLIP_MODES:
-        raise ValueError(f"{where}.clip_mode must be one of {CLIP_MODES}, got {tc.clip_mode!r}")
-    if not 0.0 <= tc.drop_extreme < 0.5:
-        raise ValueError(f"{where}.drop_extreme must be in [0, 0.5) (a fraction per tail), "
-                         f"got {tc.drop_extreme!r}")
-    return tc
 
 
 @dataclass(frozen=True)
@@ -119,16 +127,14 @@ class BacktestConfig:
 
 
 CHAMPION_METRICS = ("ic", "topk_excess_net")
+UNTRADABLE = ("cash", "next")   # pipeline.evaluation.portfolio.UNTRADABLE (test_config checks)
 
 
-def _check_backtest(bc: BacktestConfig) -> BacktestConfig:
-    if not 1 <= bc.n_drop <= bc.topk:
-        raise ValueError(f"backtest.n_drop must be in [1, topk = {bc.topk}], got {bc.n_drop}")
-    if not 0.0 < bc.risk_degree <= 1.0:
-        raise ValueError(f"backtest.risk_degree must be in (0, 1], got {bc.risk_degree}")
-    if bc.champion_metric not in CHAMPION_METRICS:
-        raise ValueError(f"backtest.champion_metric must be one of {CHAMPION_METRICS}, "
-                         f"got {bc.champion_metric!r}")
+def _check_backtest(bc: BacktestConfig, at: "_At") -> BacktestConfig:
+    """What `_ALLOWS` cannot say of one key alone: n_drop <= topk."""
+    if bc.n_drop > bc.topk:
+        raise _error(at(("backtest", "n_drop"), ("backtest", "topk")),
+                     f"backtest.n_drop must be an integer in [1, topk = {bc.topk}], got {bc.n_drop}")
     return bc
 
 
@@ -146,6 +152,10 @@ class EngineConfig:
 class RunConfig:
     models: tuple[str, ...]
     seeds: tuple[int, ...]
+
+
+_SECTION_OF = {DataConfig: "data", TrainConfig: "train", BacktestConfig: "backtest",
+               EngineConfig: "engine", RunConfig: "run"}
 
 
 @dataclass(frozen=True)
@@ -173,16 +183,18 @@ class Config:
 
     def train_for(self, name: str) -> TrainConfig:
         """Model `name`'s training recipe: [train] with [models.<name>.train] over it."""
-        where = f"models.{name}.train"
         over = self.model_train.get(name, {})
-        return _check_train(_build(TrainConfig, {**asdict(self.train), **over}, where, over), where)
+        return _build(TrainConfig, {**asdict(self.train), **over}, ("models", name, "train"),
+                      _nowhere, over)
 
     def with_train(self, **changes) -> "Config":
         """[train] changed for every model (a command-line --epochs or --device): the keys are
-        also replaced in each model's own recipe, so the change wins over [models.<name>.train]."""
+        also replaced in each model's own recipe, so the change wins over [models.<name>.train].
+        The values are checked as in a file: a bad one raises ConfigError naming `train.<key>`."""
+        train = _build(TrainConfig, {**asdict(self.train), **changes}, ("train",), _nowhere, changes)
         model_train = {m: {**t, **{k: v for k, v in changes.items() if k in t}}
                        for m, t in self.model_train.items()}
-        return replace(self, train=replace(self.train, **changes), model_train=model_train)
+        return replace(self, train=train, model_train=model_train)
 
     def flat(self) -> dict[str, Any]:
         """Flattened `section.key` -> value, for MLflow params."""
@@ -217,6 +229,363 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# --- what each key allows -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Allows:
+    """What a key allows beyond its field's type: `ok(value)` and `says`, the words for it
+    ("> 0"); with `noun`, the words name the values ("one of 'ic', 'mse'") instead of the type."""
+    ok: Callable[[Any], bool]
+    says: str
+    noun: bool = False
+
+
+def _min(lo: float, strict: bool = False) -> _Allows:
+    return _Allows((lambda v: v > lo) if strict else (lambda v: v >= lo),
+                   f"{'>' if strict else '>='} {lo}")
+
+
+def _between(lo: float, hi: float, open_lo: bool = False, open_hi: bool = False) -> _Allows:
+    def ok(v):
+        return (lo < v if open_lo else lo <= v) and (v < hi if open_hi else v <= hi)
+    return _Allows(ok, f"in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}")
+
+
+def _one_of(choices: tuple, says: str | None = None) -> _Allows:
+    return _Allows(lambda v: v in choices, says or "one of " + ", ".join(map(repr, choices)), noun=True)
+
+
+def is_device(v: str) -> bool:   # what pipeline.train.resolve_device accepts
+    return v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None
+
+
+# Stock sets are the index names of the membership data (pipeline/store/build.py) plus "all"
+# (every traded stock); the store names its files after them.
+_STOCKSET_NAME = _Allows(lambda v: re.fullmatch(r"\w+", v, re.ASCII) is not None,
+                         "stock set names (letters, digits, _: an index of the membership data, "
+                         "e.g. csi300, csi500, csi1000, or all)", noun=True)
+
+# "section.key" -> what it allows beyond its type (the same rule for [models.<name>.train]).
+_ALLOWS: dict[str, _Allows] = {
+    "segments.embargo_days": _min(0),
+    "data.window": _min(1),
+    "data.stocksets": _STOCKSET_NAME,
+    "data.clip": _min(0, strict=True),
+    "train.batch_days": _min(1),
+    "train.max_epochs": _min(1),
+    "train.lr": _min(0, strict=True),
+    "train.patience": _min(1),       # stop after this many epochs without a better valid IC (>= 1)
+    "train.alpha": _min(0),
+    "train.beta": _min(0, strict=True),
+    "train.loss": _one_of(LOSS_NAMES),
+    "train.device": _Allows(is_device, "one of 'auto', 'cpu', 'cuda', 'cuda:<index>'", noun=True),
+    "train.weight_decay": _min(0),
+    "train.grad_clip": _min(0),
+    "train.clip_mode": _one_of(CLIP_MODES),
+    "train.label_transform": _one_of(LABEL_TRANSFORMS),
+    "train.drop_extreme": _between(0, 0.5, open_hi=True),
+    "backtest.top_frac": _between(0, 0.5, open_lo=True),
+    "backtest.buy_cost": _min(0),
+    "backtest.sell_cost": _min(0),
+    "backtest.days_per_year": _min(0, strict=True),
+    "backtest.untradable": _one_of(UNTRADABLE),
+    "backtest.topk": _min(1),
+    "backtest.n_drop": _min(1),      # and <= topk: _check_backtest
+    "backtest.risk_degree": _between(0, 1, open_lo=True),
+    "backtest.account": _min(0, strict=True),
+    "backtest.min_cost": _min(0),
+    "backtest.champion_metric": _one_of(CHAMPION_METRICS),
+    "engine.stack_size": _min(1),
+    "engine.parallel_stacks": _min(1),
+    "run.models": _one_of(MODEL_NAMES, f"registered models ({', '.join(MODEL_NAMES)})"),
+    "run.seeds": _between(0, 2**32 - 1),   # numpy's seed range
+}
+
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+_WORDS = {"int": ("an integer", "integers"), "float": ("a number", "numbers"),
+          "str": ("a string", "strings"), "bool": ("true or false", "booleans")}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """TOML gives int/float/str/bool: an int is fine for a float; a bool is never a number."""
+    if kind is bool or isinstance(value, bool):
+        return isinstance(value, bool) and kind is bool
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _kind(annotation: str) -> tuple[str, bool]:
+    """A field's type (a string under `from __future__ import annotations`) as (kind, is a list):
+    "float" -> ("float", False); "tuple[str, ...]" -> ("str", True)."""
+    m = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", annotation)
+    return (m.group(1), True) if m else (annotation, False)
+
+
+def _what(rule: str, annotation: str) -> str:
+    """The words for what key `rule` ("train.lr") of type `annotation` allows."""
+    kind, many = _kind(annotation)
+    allows = _ALLOWS.get(rule)
+    one, plural = _WORDS[kind]
+    if not many:
+        return allows.says if allows and allows.noun else f"{one} {allows.says}" if allows else one
+    items = allows.says if allows and allows.noun else f"{plural} {allows.says}" if allows else plural
+    return f"a non-empty list of distinct {items}"
+
+
+def _good(rule: str, annotation: str, value: Any) -> bool:
+    kind, many = _kind(annotation)
+    allows = _ALLOWS.get(rule)
+
+    def one(v: Any) -> bool:
+        return _fits(v, _KINDS[kind]) and (allows is None or allows.ok(v))
+
+    if not many:
+        return one(value)
+    return (isinstance(value, (list, tuple)) and len(value) > 0 and all(one(v) for v in value)
+            and len(set(value)) == len(value))
+
+
+# --- errors that name the file and the key --------------------------------------------------
+
+_At = Callable[..., "str | None"]   # key paths -> the file that set the last of them (or None)
+
+
+def _nowhere(*paths: tuple) -> None:
+    """A value given in code (`Config.with_train`): there is no file to name."""
+    return None
+
+
+class _Origin:
+    """The file to name for a key: the last of the merged layers ((name, table): default.toml,
+    the user's file, overrides) that sets one of the key paths; else the first (default.toml,
+    which sets every key)."""
+
+    def __init__(self, layers: list[tuple[str, dict]]):
+        self.layers = layers
+
+    def __call__(self, *paths: tuple) -> str:
+        for name, table in reversed(self.layers):
+            for path in paths:
+                node = table
+                for k in path:
+                    if not isinstance(node, dict) or k not in node:
+                        break
+                    node = node[k]
+                else:
+                    return name
+        return self.layers[0][0]
+
+
+def _error(file: str | None, message: str) -> ConfigError:
+    message = message.replace("\n", "\\n")   # one line, whatever a key or value holds
+    return ConfigError(f"{file}: {message}" if file else message)
+
+
+def _key(*path: str) -> str:
+    return ".".join(map(str, path))
+
+
+def _did_you_mean(word: Any, known, shown: str = "{}") -> str:
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f" (did you mean {shown.format(close[0])}?)" if close else ""
+
+
+def _no_unknown(table: dict, known, path: tuple[str, ...], at: _At) -> None:
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        keys = ", ".join(_key(*path, k) for k in unknown)
+        raise _error(at(*[(*path, k) for k in unknown]),
+                     f"unknown key{'s' * (len(unknown) > 1)} {keys}{_did_you_mean(unknown[0], known)}; "
+                     f"the keys of [{_key(*path)}] are {', '.join(sorted(known))}")
+
+
+def _check(path: tuple[str, ...], rule: str, annotation: str, value: Any, at: _At) -> None:
+    """`value` of key `path` has its type and is in its range, or ConfigError."""
+    if _kind(annotation)[0] in _WORDS and not _good(rule, annotation, value):
+        raise _error(at(path), f"{_key(*path)} must be {_what(rule, annotation)}, got {value!r}")
+
+
+def _build(cls, raw: dict, path: tuple[str, ...], at: _At, check: dict | None = None):
+    """`cls` from `raw`, which must set every field and nothing else. The values of `check`
+    (default: all of `raw`) must have their field's type and be in its range (`_ALLOWS`)."""
+    known = {f.name: f for f in fields(cls)}
+    _no_unknown(raw, known, path, at)
+    missing = [k for k in known if k not in raw]
+    if missing:
+        raise _error(at(path), f"{', '.join(_key(*path, k) for k in missing)} "
+                               f"{'is' if len(missing) == 1 else 'are'} not set "
+                               f"(configs/default.toml sets every key)")
+    section = _SECTION_OF[cls]
+    for k, v in (raw if check is None else check).items():
+        _check((*path, k), f"{section}.{k}", str(known[k].type), v, at)
+    out = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    return _check_backtest(out, at) if cls is BacktestConfig else out
+
+
+# --- segments --------------------------------------------------------------------------------
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _date(v: Any) -> date | None:
+    """A TOML date or a "YYYY-MM-DD" string as a date; None if it is neither."""
+    if isinstance(v, datetime):
+        return v.date()
+    if isinstance(v, date):
+        return v
+    if isinstance(v, str) and _DATE.fullmatch(v):
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            return None
+    return None
+
+
+def _date_pair(v: Any, path: tuple[str, ...], at: _At) -> tuple[date, date]:
+    what = f'{_key(*path)} must be a pair of dates ["YYYY-MM-DD", "YYYY-MM-DD"] (first and last day)'
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise _error(at(path), f"{what}, got {v!r}")
+    pair = tuple(_date(x) for x in v)
+    for x, d in zip(v, pair):
+        if d is None:
+            raise _error(at(path), f"{what}, got {list(v)!r}: {x!r} is not a date")
+    if pair[0] > pair[1]:
+        raise _error(at(path), f"{_key(*path)} starts after it ends: {pair[0]} > {pair[1]}")
+    return pair
+
+
+def _as_date(v: Any, where: str) -> date:
+    """A date from the store's meta.json (any ISO-like value, e.g. numpy datetime64)."""
+    if isinstance(v, date):
+        return v
+    try:
+        return date.fromisoformat(str(v)[:10])
+    except ValueError as e:
+        raise ValueError(f"{where}: {v!r} is not an ISO date (YYYY-MM-DD)") from e
+
+
+def _segments(raw: dict, at: _At) -> Segments:
+    """[segments] (a preset's dates, explicit dates over them) and every [presets.<name>]."""
+    seg_raw, presets = raw.get("segments", {}), raw.get("presets", {})
+    _no_unknown(seg_raw, SEGMENT_KEYS, ("segments",), at)
+    for name, table in presets.items():
+        if not isinstance(table, dict):
+            raise _error(at(("presets", name)), f"presets.{name} must be a table [presets.{name}] "
+                                                f"of train, valid and test dates, got {table!r}")
+        _no_unknown(table, SEGMENT_NAMES, ("presets", name), at)
+        for s, v in table.items():
+            _date_pair(v, ("presets", name, s), at)
+    preset = seg_raw.get("preset", "")
+    if preset != "" and (not isinstance(preset, str) or preset not in presets):
+        raise _error(at(("segments", "preset")),
+                     f'segments.preset must be "" (dates in [segments]) or a preset, one of '
+                     f"{', '.join(map(repr, presets))}{_did_you_mean(preset, presets)}, got {preset!r}")
+    if "embargo_days" not in seg_raw:
+        raise _error(at(("segments",)),
+                     "segments.embargo_days is not set (configs/default.toml sets it)")
+    embargo = seg_raw["embargo_days"]
+    _check(("segments", "embargo_days"), "segments.embargo_days", "int", embargo, at)
+    paths = {}
+    for s in SEGMENT_NAMES:
+        if s in seg_raw:
+            paths[s] = ("segments", s)
+        elif preset and s in presets[preset]:
+            paths[s] = ("presets", preset, s)
+        else:
+            raise _error(at(("segments", "preset"), ("segments",)),
+                         f"segments.{s} is not set (give segments.preset or the dates of every segment)")
+    seg = {s: _date_pair(_value(raw, p), p, at) for s, p in paths.items()}
+    if not (seg["train"][1] <= seg["valid"][0] and seg["valid"][1] <= seg["test"][0]):
+        shown = ", ".join(f"{s} {a}..{b}" for s, (a, b) in seg.items())
+        raise _error(at(("segments", "preset"), *paths.values()),
+                     f"segments must be ordered train < valid < test (each ends on or before the "
+                     f"next starts), got {shown}")
+    return Segments(**seg, embargo_days=embargo, preset=preset)
+
+
+def _value(raw: dict, path: tuple[str, ...]) -> Any:
+    for k in path:
+        raw = raw[k]
+    return raw
+
+
+# --- [models.<name>] -------------------------------------------------------------------------
+
+def _is_table(v: Any) -> bool:
+    return isinstance(v, dict) or isinstance(v, list) and any(isinstance(x, dict) for x in v)
+
+
+def _hyper(table: dict, path: tuple[str, ...], at: _At) -> dict[str, Any]:
+    """Hyper-parameters: plain values (their names and types: `pipeline.models.model_config`)."""
+    for k, v in table.items():
+        if _is_table(v):
+            raise _error(at((*path, k)), f"{_key(*path, k)} must be a hyper-parameter value, got a "
+                                         f"table {v!r}")
+    return dict(table)
+
+
+def _model_tables(raw: dict, train: dict, at: _At) -> tuple[dict, dict, dict]:
+    """[models.<name>] split into hyper-parameters, [models.<name>.train] (each key checked as
+    in [train]) and [models.<name>.stockset.<set>] (a sub-table is never a hyper-parameter)."""
+    models, recipes, stocksets = {}, {}, {}
+    for name, table in raw.items():
+        path = ("models", name)
+        if name not in MODEL_NAMES:
+            raise _error(at(path), f"unknown model [models.{name}]"
+                                   f"{_did_you_mean(name, MODEL_NAMES, '[models.{}]')}; "
+                                   f"the registered models are {', '.join(MODEL_NAMES)}")
+        if not isinstance(table, dict):
+            raise _error(at(path), f"models.{name} must be a table [models.{name}] of hyper-parameters, "
+                                   f"got {table!r}")
+        for k, v in table.items():
+            if _is_table(v) and k not in MODEL_TABLES:
+                hint = _did_you_mean(k, MODEL_TABLES, f"[models.{name}.{{}}]")
+                raise _error(at((*path, k)), f"unknown table [models.{name}.{k}]{hint}; "
+                                             f"[models.{name}] has "
+                                             f"[models.{name}.train] (its training recipe) and "
+                                             f"[models.{name}.stockset.<set>] (its hyper-parameters on "
+                                             f"one stock set), other keys are hyper-parameters")
+        models[name] = _hyper({k: v for k, v in table.items() if k not in MODEL_TABLES}, path, at)
+        if "train" in table:
+            over = table["train"]
+            if not isinstance(over, dict):
+                raise _error(at((*path, "train")), f"models.{name}.train must be a table [models."
+                                                   f"{name}.train] of [train] keys, got {over!r}")
+            _build(TrainConfig, {**train, **over}, (*path, "train"), at, over)
+            recipes[name] = dict(over)
+        if "stockset" in table:
+            sets = table["stockset"]
+            if not isinstance(sets, dict):
+                raise _error(at((*path, "stockset")), f"models.{name}.stockset must hold tables "
+                                                      f"[models.{name}.stockset.<set>], got {sets!r}")
+            for s, t in sets.items():
+                where = (*path, "stockset", s)
+                if not _STOCKSET_NAME.ok(str(s)):
+                    raise _error(at(where), f"{_key(*where)}: {s!r} is not a stock set name "
+                                            f"(letters, digits, _)")
+                if not isinstance(t, dict):
+                    raise _error(at(where), f"{_key(*where)} must be a table [{_key(*where)}] of "
+                                            f"hyper-parameters, got {t!r}")
+            stocksets[name] = {s: _hyper(t, (*path, "stockset", s), at) for s, t in sets.items()}
+    return models, recipes, stocksets
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def _check_sections(raw: dict, at: _At) -> None:
+    known = ", ".join(f"[{s}]" for s in SECTIONS)
+    for k, v in raw.items():
+        if k in SECTIONS and not isinstance(v, dict):
+            raise _error(at((k,)), f"{k} must be a table [{k}], got {v!r}")
+        if k not in SECTIONS and isinstance(v, dict):
+            raise _error(at((k,)), f"unknown section [{k}]{_did_you_mean(k, SECTIONS, '[{}]')}; "
+                                   f"the sections are {known}")
+        if k not in SECTIONS:
+            homes = [f"[{s}]" for c, s in _SECTION_OF.items() if k in {f.name for f in fields(c)}]
+            homes += ["[segments]"] if k in SEGMENT_KEYS else []
+            hint = f" (it belongs under {' or '.join(homes)})" if homes else ""
+            raise _error(at((k,)), f"key {k} is outside any section{hint}; the sections are {known}")
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -227,112 +596,91 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _as_date(v: Any, where: str) -> date:
-    if isinstance(v, date):
-        return v
-    try:
-        return date.fromisoformat(str(v)[:10])
-    except ValueError as e:
-        raise ValueError(f"{where}: {v!r} is not an ISO date (YYYY-MM-DD)") from e
-
-
-_KINDS = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-def _fits(value: Any, kind: type) -> bool:
-    """TOML gives int/float/str/bool: an int is fine for a float; a bool is never a number."""
-    if kind is bool or isinstance(value, bool):
-        return isinstance(value, bool) and kind is bool
-    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
-
-
-def _build(cls, raw: dict, where: str, check: dict | None = None):
-    """`cls` from `raw`, which must set every field and nothing else. The values of `check`
-    (default: all of `raw`) must have their field's type (int, float, str or bool)."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    missing = sorted(set(known) - set(raw))
-    if missing:
-        raise ValueError(f"{where}: keys {missing} are not set (configs/default.toml sets them all)")
-    for k, v in (raw if check is None else check).items():
-        kind = _KINDS.get(str(known[k].type))
-        if kind is not None and not _fits(v, kind):
-            raise ValueError(f"{where}.{k} must be {kind.__name__}, got {v!r}")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return cls(**kw)
-
-
-def _model_tables(raw: dict, source: str) -> tuple[dict, dict, dict]:
-    """[models.<name>] split into hyper-parameters, [models.<name>.train] and
-    [models.<name>.stockset.<set>] (a sub-table is never a hyper-parameter)."""
-    models, train, stocksets = {}, {}, {}
-    for name, table in raw.items():
-        if not isinstance(table, dict):
-            raise ValueError(f"{source}: [models.{name}] must be a table of settings, got {table!r}")
-        models[name] = {k: v for k, v in table.items() if k not in MODEL_TABLES}
-        if "train" in table:
-            train[name] = dict(table["train"])
-        if "stockset" in table:
-            stocksets[name] = {s: dict(t) for s, t in table["stockset"].items()}
-    return models, train, stocksets
-
-
-def config_from_dict(raw: dict, source: str = "") -> Config:
-    seg_raw = dict(raw.get("segments", {}))
-    presets = raw.get("presets", {})
-    preset = seg_raw.pop("preset", "")
-    if "embargo_days" not in seg_raw:
-        raise ValueError(f"{source}: segments.embargo_days is not set (configs/default.toml sets it)")
-    embargo = int(seg_raw.pop("embargo_days"))
-    chosen: dict[str, Any] = {}
-    if preset:
-        if preset not in presets:
-            raise ValueError(f"{source}: segments.preset {preset!r} is not one of {sorted(presets)}")
-        chosen.update(presets[preset])
-    chosen.update(seg_raw)
-    missing = [s for s in SEGMENT_NAMES if s not in chosen]
-    if missing:
-        raise ValueError(f"{source}: segments {missing} are not set (give a preset or dates)")
-    seg = {}
-    for s in SEGMENT_NAMES:
-        a, b = chosen[s]
-        seg[s] = (_as_date(a, f"segments.{s}"), _as_date(b, f"segments.{s}"))
-        if seg[s][0] > seg[s][1]:
-            raise ValueError(f"{source}: segment {s} starts after it ends: {seg[s]}")
-    if not (seg["train"][1] <= seg["valid"][0] and seg["valid"][1] <= seg["test"][0]):
-        raise ValueError(f"{source}: segments must be ordered train < valid < test, got {seg}")
-    models, model_train, model_stocksets = _model_tables(raw.get("models", {}), source)
-    cfg = Config(
-        segments=Segments(**seg, embargo_days=embargo, preset=preset),
-        data=_build(DataConfig, raw.get("data", {}), "data"),
-        train=_check_train(_build(TrainConfig, raw.get("train", {}), "train"), "train"),
-        backtest=_check_backtest(_build(BacktestConfig, raw.get("backtest", {}), "backtest")),
-        run=_build(RunConfig, raw.get("run", {}), "run"),
-        engine=_build(EngineConfig, raw.get("engine", {}), "engine"),
+def config_from_dict(raw: dict, source: str = "", *,
+                     layers: list[tuple[str, dict]] | None = None) -> Config:
+    """The `Config` of the merged tables `raw`, every value checked. A mistake raises ConfigError
+    naming the file that set the key (the last of `layers`, (name, table) in merge order, that
+    sets it; `source` when no layers are given), the key and what it allows."""
+    at = _Origin(layers or [(source or "config", raw)])
+    _check_sections(raw, at)
+    segments = _segments(raw, at)
+    data = _build(DataConfig, raw.get("data", {}), ("data",), at)
+    train = _build(TrainConfig, raw.get("train", {}), ("train",), at)
+    backtest = _build(BacktestConfig, raw.get("backtest", {}), ("backtest",), at)
+    run = _build(RunConfig, raw.get("run", {}), ("run",), at)
+    engine = _build(EngineConfig, raw.get("engine", {}), ("engine",), at)
+    models, model_train, model_stocksets = _model_tables(raw.get("models", {}), asdict(train), at)
+    return Config(
+        segments=segments, data=data, train=train, backtest=backtest, run=run, engine=engine,
         models=models,
         source=source,
         model_train=model_train,
         model_stocksets=model_stocksets,
     )
-    for name in model_train:
-        cfg.train_for(name)          # a bad [models.<name>.train] fails at load, naming the key
-    return cfg
+
+
+def _config_names() -> str:
+    return ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+
+
+def _config_file(path: str | Path) -> Path:
+    """The file `path` names: a TOML file, or a config in configs/ by name ("quick",
+    "quick.toml"); "configs/quick.toml" also from outside the repository."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    bare = not p.is_absolute() and len(p.parts) == 1
+    named = CONFIG_DIR / (p.name if p.suffix == ".toml" else f"{p.name}.toml")
+    if bare and named.is_file():
+        return named
+    in_repo = CONFIG_DIR.parent / p
+    if not p.is_absolute() and p.parts and p.parts[0] == CONFIG_DIR.name and in_repo.is_file():
+        return in_repo
+    if p.exists():
+        raise ConfigError(f"config file {p.absolute()} is not a file")
+    if bare and p.suffix != ".toml":
+        raise ConfigError(f"no config named {str(path)!r}: give a TOML file path or one of "
+                          f"{_config_names()} (in {CONFIG_DIR})")
+    nor = f" (nor {named}; the configs there: {_config_names()})" if bare else ""
+    raise ConfigError(f"config file {p.absolute()} not found{nor}")
+
+
+def _toml_position(e: tomllib.TOMLDecodeError, text: str) -> tuple[str, int, int]:
+    """(what, line, column) of a TOML error: its attributes (Python 3.14), else its message
+    ("Invalid value (at line 3, column 7)", or "... (at end of document)")."""
+    if hasattr(e, "lineno") and hasattr(e, "colno"):
+        return getattr(e, "msg", str(e)), e.lineno, e.colno
+    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", str(e), re.S)
+    if m:
+        return m.group(1), int(m.group(2)), int(m.group(3))
+    what = re.sub(r" \(at end of document\)$", "", str(e))
+    return f"{what} (at the end of the file)", text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
+
+
+def _read_toml(p: Path) -> dict:
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a TOML file (not UTF-8 text)") from e
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read: {e.strerror or e}") from e
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        what, line, col = _toml_position(e, text)
+        raise _error(str(p), f"not valid TOML at line {line}, column {col}: {what}") from e
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Default config, with `path` (a TOML file or a name in configs/, e.g. "quick") merged over it."""
-    raw = tomllib.loads(DEFAULT_CONFIG.read_text())
-    source = str(DEFAULT_CONFIG)
+    """Default config, with `path` (a TOML file or a name in configs/, e.g. "quick") merged over
+    it, then `overrides` (tables as in a file). Every mistake raises ConfigError (one line)."""
+    layers = [(str(DEFAULT_CONFIG), _read_toml(DEFAULT_CONFIG))]
     if path:
-        p = Path(path)
-        if not p.exists() and (CONFIG_DIR / f"{path}.toml").exists():
-            p = CONFIG_DIR / f"{path}.toml"
-        if not p.exists():
-            raise FileNotFoundError(f"config file {path} not found (nor configs/{path}.toml)")
-        raw = _merge(raw, tomllib.loads(p.read_text()))
-        source = str(p)
+        p = _config_file(path)
+        layers.append((str(p), _read_toml(p)))
     if overrides:
-        raw = _merge(raw, overrides)
-    return config_from_dict(raw, source)
+        layers.append(("overrides", overrides))
+    raw: dict = {}
+    for _, table in layers:
+        raw = _merge(raw, table)
+    return config_from_dict(raw, layers[1][0] if path else layers[0][0], layers=layers)
