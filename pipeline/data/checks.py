@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,32 @@ def expand_suite(suite: dict, columns: list[str]) -> list[dict]:
     return exps
 
 
+def derived_columns(suite: dict) -> list[dict]:
+    """`meta.derived_columns.columns`: [{"name", "sql"}], columns computed over the checked rows
+    (e.g. a stock's previous close) so that plain GX expectations can check them."""
+    return list(suite.get("meta", {}).get("derived_columns", {}).get("columns", []))
+
+
+def derived_select(rel: str, derived: list[dict]) -> str:
+    """SELECT of `rel` (a relation name from the caller's fixed list) plus the derived columns.
+    A column may use the ones before it: it then starts a new nesting level; columns of one level
+    share it, so DuckDB computes their windows (same OVER) in one pass. The SQL comes from the
+    suite files in the repository, never from the data."""
+    levels: list[list[dict]] = []
+    for d in derived:
+        if not d["name"].isidentifier():
+            raise ValueError(f"derived column name {d['name']!r} is not an identifier")
+        uses = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", d["sql"]))
+        if not levels or uses & {e["name"] for e in levels[-1]}:
+            levels.append([])
+        levels[-1].append(d)
+    sql = f"SELECT * FROM {rel}"
+    for level in levels:
+        cols = ", ".join(f'({d["sql"]}) AS "{d["name"]}"' for d in level)
+        sql = f"SELECT *, {cols} FROM ({sql})"
+    return sql
+
+
 def suite_parameters(suite: dict) -> dict:
     """`$PARAMETER` values: the suite's own (dates as Timestamps, which GX on pandas needs)."""
     params = {k: pd.Timestamp(v) for k, v in suite.get("meta", {}).get("parameters", {}).items()}
@@ -68,6 +95,7 @@ class CheckResult:
     unexpected_count: int
     observed: object = None
     examples: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)     # the expectation's meta (description, show)
 
     @property
     def success(self) -> bool:
@@ -77,8 +105,18 @@ class CheckResult:
         args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
         return f"{self.type}({args})"
 
+    @property
+    def columns(self) -> list[str]:
+        """The columns the expectation names (column, column_A/B or column_list)."""
+        kw = self.kwargs
+        if "column" in kw:
+            return [kw["column"]]
+        if "column_A" in kw:
+            return [kw["column_A"], kw["column_B"]]
+        return list(kw.get("column_list", []))
 
-def _q(col: str, columns: list[str]) -> str:
+
+def quote(col: str, columns: list[str]) -> str:
     """A column name as a quoted identifier; only names the relation really has."""
     if col not in columns:
         raise KeyError(col)
@@ -105,17 +143,17 @@ def predicate(exp: dict, p: str, types: dict, params: dict, suite_params: dict) 
     t, kw = exp["type"], exp["kwargs"]
     columns = list(types)
     if t == "expect_column_values_to_not_be_null":
-        col = _q(kw["column"], columns)
+        col = quote(kw["column"], columns)
         return f"{col} IS NULL" + (f" OR isnan({col})" if types[kw["column"]] in ("DOUBLE", "FLOAT") else "")
     if t == "expect_column_values_to_be_between":
-        return _between(_q(kw["column"], columns), kw, p, params, suite_params,
+        return _between(quote(kw["column"], columns), kw, p, params, suite_params,
                         types[kw["column"]] in ("DOUBLE", "FLOAT"))
     if t == "expect_column_values_to_be_in_set":
-        col = _q(kw["column"], columns)
+        col = quote(kw["column"], columns)
         params[f"{p}_set"] = list(kw["value_set"])
         return f"{col} IS NOT NULL AND NOT list_contains(${p}_set, {col})"
     if t == "expect_column_pair_values_a_to_be_greater_than_b":
-        a, b = _q(kw["column_A"], columns), _q(kw["column_B"], columns)
+        a, b = quote(kw["column_A"], columns), quote(kw["column_B"], columns)
         op = ">=" if kw.get("or_equal") else ">"
         return f"{a} IS NOT NULL AND {b} IS NOT NULL AND NOT ({a} {op} {b})"
     raise ValueError(f"expectation type {t!r} has no SQL mapping in pipeline/data/checks.py")
@@ -141,7 +179,7 @@ def schema_check(exp: dict, types: dict, rows: int) -> CheckResult:
 
 def unique_check(con: duckdb.DuckDBPyConnection, rel: str, exp: dict, columns: list[str]):
     """Rows in duplicated key groups (GX counts every copy), examples, evidence SQL."""
-    cols = ", ".join(_q(c, columns) for c in exp["kwargs"]["column_list"])
+    cols = ", ".join(quote(c, columns) for c in exp["kwargs"]["column_list"])
     dup = f"SELECT {cols}, count(*) AS n FROM {rel} GROUP BY ALL HAVING count(*) > 1"
     n = con.execute(f"SELECT coalesce(sum(n), 0) FROM ({dup})").fetchall()[0][0]
     res = CheckResult(exp["type"], exp["kwargs"], int(n))

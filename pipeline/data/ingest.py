@@ -7,8 +7,15 @@ temp table, or a view for the wide feature panel) and validated over every row
 whose key is re-delivered are deleted and the staged rows inserted (`delete_*`, `insert_*`),
 so the same folder twice gives the same tables and a folder with later days adds them.
 Any error rolls the transaction back; DuckDB's DDL is transactional, so even tables created
-by a failed first ingest disappear. The data never passes through pandas (only the few
-evidence rows handed to GX do).
+by a failed first ingest disappear. Ctrl-C too: however it surfaces (KeyboardInterrupt, or
+DuckDB's interrupt of a running query) the transaction is rolled back and KeyboardInterrupt
+raised, never a DataError. The data never passes through pandas (only the few evidence rows
+handed to GX do).
+
+Paths are literal: DuckDB's read_parquet expands `*`, `?` and `[...]` even in a list of files,
+so those characters are escaped as one-character classes (`[*]`, `[?]`, `[[]`), and the pattern
+is checked to name exactly the file. Column names are read from the parquet schema itself
+(pyarrow): duplicates are refused, where DuckDB would rename the second copy.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline.data.validate import TableValidation, validate
-from pipeline.errors import DataError
+from pipeline.errors import DataError, interrupted
 from pipeline.settings import Settings
 from pipeline.warehouse import (MEMORY_LIMIT, columns, count_rows, open_warehouse, run_sql,
                                 table_exists, table_fingerprint)
@@ -87,21 +94,75 @@ def _feature_fingerprint(con: duckdb.DuckDBPyConnection, live: bool = False) -> 
     return hashlib.sha256(f"{cols};{content}".encode()).hexdigest()[:16]
 
 
-def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
-    """Open `path` as the view src_<table>; unreadable files become DataError."""
+_GLOB_ESCAPES = {"*": "[*]", "?": "[?]", "[": "[[]"}
+
+
+def literal_pattern(con: duckdb.DuckDBPyConnection, path: Path) -> str:
+    """`path` (absolute) as a DuckDB file pattern that matches that one file and nothing else."""
+    path = Path(path).absolute()   # absolute: DuckDB would also expand a leading `~`
+    pattern = "".join(_GLOB_ESCAPES.get(ch, ch) for ch in str(path))
+    if pattern != str(path):
+        found = [r[0] for r in con.execute("SELECT file FROM glob($p)", {"p": pattern}).fetchall()]
+        if found != [str(path)]:
+            raise DataError(f"{path}: expectation 'literal path' failed: DuckDB reads this path "
+                            f"as a pattern matching {len(found)} file(s), even escaped; rename the "
+                            f"folder without *, ? or [", file=str(path), expectation="literal path")
+    return pattern
+
+
+def _unreadable(path: Path, e: BaseException) -> DataError:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return DataError(f"{path}: expectation 'readable parquet' failed ({type(e).__name__}: "
+                     f"{first}). Re-export it as parquet.", file=str(path),
+                     expectation="readable parquet")
+
+
+def _check_unique_columns(path: Path) -> None:
+    """Refuse a file whose schema repeats a column name (parquet allows it; DuckDB would
+    rename the copy, e.g. f0001 -> f0001_1, and a features file would gain a column)."""
+    import pyarrow.parquet as pq
+
     try:
-        con.read_parquet(str(path)).create_view(f"src_{table}", replace=True)
+        with open(path, "rb") as f:   # a file object: pyarrow takes no path as a pattern or URI
+            names = pq.read_schema(f).names
+    except Exception as e:  # noqa: BLE001 - pyarrow's errors vary; DuckDB read it already
+        if interrupted(e):
+            raise
+        raise _unreadable(path, e) from e
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    dups = [f"{n} ({k} times)" for n, k in seen.items() if k > 1]
+    if dups:
+        first = next(n for n, k in seen.items() if k > 1)
+        shown = ", ".join(dups[:5]) + (f" and {len(dups) - 5} more" if len(dups) > 5 else "")
+        raise DataError(f"{path}: expectation 'unique column names' failed: {len(dups)} column "
+                        f"name(s) repeated: {shown}; a reader would rename the copies (e.g. "
+                        f"{first}_1). Give every column its own name and re-export it",
+                        file=str(path), column=first, expectation="unique column names",
+                        count=len(dups), examples=dups[:5])
+
+
+def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """Open `path` (literally) as the view src_<table>; unreadable files and repeated column
+    names become DataError."""
+    pattern = literal_pattern(con, path)
+    try:
+        con.read_parquet(pattern).create_view(f"src_{table}", replace=True)
         count_rows(con, f"src_{table}", SOURCES)
     except duckdb.Error as e:
-        raise DataError(f"{path}: expectation 'readable parquet' failed ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0]}). Re-export it as parquet.",
-                        file=str(path), expectation="readable parquet") from e
+        if interrupted(e):
+            raise
+        raise _unreadable(path, e) from e
+    _check_unique_columns(path)
 
 
 def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     try:
         run_sql(con, f"ingest/stage_{table}")
     except duckdb.Error as e:  # e.g. a truncated row group only shows when it is read
+        if interrupted(e):
+            raise
         raise DataError(f"{path}: expectation 'readable parquet' failed on its rows "
                         f"({str(e).splitlines()[0]}). Re-export it as parquet.",
                         file=str(path), expectation="readable parquet") from e
@@ -165,6 +226,8 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
                     con, table, f"src_{table}", f"stage_{table}", str(path), settings.reports_dir,
                     gx=gx, prepare=lambda t=table, p=path: _stage(con, t, p)))
             except duckdb.Error as e:  # a view (feature panel) reads a bad row group only here
+                if interrupted(e):
+                    raise
                 raise DataError(f"{path}: expectation 'readable parquet' failed on its rows "
                                 f"({str(e).splitlines()[0]}). Re-export it as parquet.",
                                 file=str(path), expectation="readable parquet") from e
@@ -178,6 +241,12 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
             for step in ("create", "delete", "insert"):
                 run_sql(con, f"ingest/{step}_{table}")
             steps.update()
+        if "membership" in paths:
+            # The file's intervals passed on their own; merged with those already in the warehouse
+            # (another start date is another row) they must not overlap either. A few ms.
+            validate(con, "membership", "membership", "membership", str(paths["membership"]),
+                     settings.reports_dir, gx=gx,
+                     context="merged with the warehouse's membership")
         mark("upsert")
         run_sql(con, "ingest/create_ingest_log")
         totals = {t: count_rows(con, t, INPUT_TABLES) for t in paths}
@@ -191,11 +260,13 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
         con.execute("COMMIT")
         mark("commit")
         steps.update()
-    except BaseException:
+    except BaseException as e:
         try:
             con.execute("ROLLBACK")
         except duckdb.Error:  # nothing to roll back: BEGIN itself failed
             pass
+        if interrupted(e) and not isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt("ingest interrupted; the warehouse is unchanged") from e
         raise
     finally:
         steps.close()

@@ -15,6 +15,15 @@ would need the whole panel in memory (7.25M rows, or 2.5M x 626 features), so:
    cost of a few thousand rows. The report file holds both: the full-scan counts (the
    verdict) and the GX result on the evidence.
 
+Checks across rows (a stock's move since its previous row, overlapping membership
+intervals) are plain GX expectations on *derived columns*: `meta.derived_columns` of a suite
+lists SQL expressions (window functions) computed over the checked rows into a temp view
+`check_<table>`; the evidence rows GX sees carry the same columns.
+
+A failure raises one `DataError` whose message is one line, short whatever the file's width:
+the failed expectations grouped by kind (a few columns each, "and N more"), a few example rows
+(their keys and the values at fault) and the path of the full report.
+
 Semantics follow GX on pandas: map expectations ignore missing values (and NaN counts as
 missing, so `not_be_null` catches NaN); `_be_between` catches +-inf through its range.
 Suites may hold `meta.feature_columns.expectations`: templates applied to every column
@@ -33,18 +42,105 @@ from pathlib import Path
 from typing import Callable
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from pipeline.data.checks import (EVIDENCE_ROWS, EXAMPLES, SCHEMA_TYPES, TABLES, CheckResult,
-                                  expand_suite, load_suite, predicate, schema_check,
-                                  suite_parameters, unique_check)
-from pipeline.errors import DataError
+                                  derived_columns, derived_select, expand_suite, load_suite,
+                                  predicate, quote, schema_check, suite_parameters,
+                                  unique_check)
+from pipeline.errors import DataError, interrupted
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 HEAD_ROWS = 500          # plus the table's first rows, so GX also sees clean data
 GX_FEATURE_COLUMNS = 8   # feature columns whose passing template checks GX re-runs
+GX_FAILED = 20           # failed map expectations whose violating rows GX gets and re-runs
+WIDE_COLUMNS = 30        # a relation wider than this is quoted by keys + columns at fault
+# An error message names at most this many kinds of failed expectation, columns per kind (and
+# values per example row) and example rows; the full report has them all.
+MESSAGE_KINDS, MESSAGE_COLUMNS, MESSAGE_ROWS = 3, 5, 3
+MESSAGE_CHARS = 600      # beyond this, fewer example rows are quoted
+
+
+def _fmt(v) -> str:
+    """A value as an error message quotes it: short, dates without midnight."""
+    if isinstance(v, (float, np.floating)):
+        return "nan" if v != v else f"{v:.6g}"
+    if v is None or v is pd.NaT:
+        return "null"
+    if isinstance(v, (pd.Timestamp, dt.datetime)) and v == v.replace(hour=0, minute=0, second=0,
+                                                                        microsecond=0):
+        return v.date().isoformat()
+    if isinstance(v, dict) and "$PARAMETER" in v:
+        return str(v["$PARAMETER"])
+    if isinstance(v, (list, tuple)):
+        v = "/".join(map(str, v))
+    text = str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _more(items: list[str], n: int, what: str = "") -> str:
+    rest = len(items) - n
+    return ", ".join(items[:n]) + (f" and {rest} more{what}" if rest > 0 else "")
+
+
+def _label(c: CheckResult) -> str:
+    kw = c.kwargs
+    if "column_A" in kw:
+        return f"{kw['column_A']}{'>=' if kw.get('or_equal') else '>'}{kw['column_B']}"
+    if "column_list" in kw:
+        return "(" + ", ".join(kw["column_list"]) + ")"
+    return kw.get("column", "the table")
+
+
+def _kind(c: CheckResult) -> str:
+    """The expectation without its columns: failures of one kind are named together."""
+    skip = {"column", "column_A", "column_B", "column_list", "or_equal", "ignore_row_if"}
+    args = ", ".join(f"{k}={_fmt(v)}" for k, v in c.kwargs.items() if k not in skip)
+    desc = c.meta.get("description")
+    return c.type + (f"({args})" if args else "") + (f" [{desc}]" if desc else "")
+
+
+def _kinds_text(failures: list[CheckResult]) -> list[str]:
+    kinds: dict[str, list[CheckResult]] = {}
+    for c in failures:
+        kinds.setdefault(_kind(c), []).append(c)
+    out = []
+    for kind, cs in kinds.items():
+        if len(cs) == 1:
+            c = cs[0]
+            what = (f"observed {_fmt(c.observed)}" if c.observed is not None else
+                    f"{c.unexpected_count:,} bad row{'s' * (c.unexpected_count != 1)}")
+            out.append(f"{kind} on {_label(c)}: {what}")
+        else:
+            items = [f"{_label(c)} ({_fmt(c.observed) if c.observed is not None else f'{c.unexpected_count:,}'})"
+                     for c in cs]
+            total = sum(c.unexpected_count for c in cs)
+            out.append(f"{kind} on {_more(items, MESSAGE_COLUMNS, ' columns')}: {total:,} failures")
+    return out
+
+
+def _rows_text(failures: list[CheckResult], keys: list[str]) -> list[str]:
+    """Example rows: their keys and the values of the columns at fault (and of the columns an
+    expectation's meta `show` asks for), rows shared by several failures merged."""
+    rows: dict[tuple, dict] = {}
+    for c in failures:
+        cols = c.columns + list(c.meta.get("show", [])) + (
+            ["n"] if c.type == "expect_compound_columns_to_be_unique" else [])
+        for ex in c.examples:
+            key = tuple(_fmt(ex.get(k)) for k in keys)
+            vals = rows.setdefault(key, {})
+            for col in ex:   # in the row's own column order
+                if col in cols and col not in keys:
+                    vals.setdefault(col, _fmt(ex[col]))
+    out = []
+    for key, vals in list(rows.items())[:MESSAGE_ROWS]:
+        head = ", ".join(f"{k}={v}" for k, v in zip(keys, key))
+        body = _more([f"{k}={v}" for k, v in vals.items()], MESSAGE_COLUMNS)
+        out.append(f"({head}: {body})" if head and body else f"({head or body})")
+    return out
 
 
 @dataclass
@@ -57,6 +153,8 @@ class TableValidation:
     checks: list[CheckResult]
     seconds: float
     report: Path | None = None
+    keys: list[str] | None = None   # the suite's key columns: example rows are named by them
+    context: str = ""               # e.g. "merged with the warehouse's membership"
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -71,20 +169,30 @@ class TableValidation:
         return (f"{self.table:<14} {self.rows:>10,} rows  {len(self.checks):>5} expectations  "
                 f"{ok}  ({self.seconds:.1f} s, {self.source})")
 
+    def message(self) -> str:
+        """One line: what failed (a few columns of each kind), a few example rows, the report."""
+        fails = self.failures
+        where = f"{self.source} ({self.context})" if self.context else self.source
+        head = (f"{where}: {len(fails):,} of {len(self.checks):,} expectations of suite "
+                f"'{self.table}' failed over {self.rows:,} rows: ")
+        kinds = _kinds_text(fails)
+        rows = _rows_text(fails, self.keys or [])
+        tail = f"; full report: {self.report}" if self.report else ""
+        for n_kinds, n_rows in ((MESSAGE_KINDS, MESSAGE_ROWS), (MESSAGE_KINDS, 1), (1, 1), (1, 0)):
+            body = "; ".join(kinds[:n_kinds]) + (
+                f"; and {len(kinds) - n_kinds} more kinds" if len(kinds) > n_kinds else "")
+            eg = f"; e.g. {', '.join(rows[:n_rows])}" if rows[:n_rows] else ""
+            text = head + body + eg + tail
+            if len(text) <= MESSAGE_CHARS:
+                break
+        return text
+
     def raise_if_failed(self) -> None:
         if self.success:
             return
         first = self.failures[0]
-        lines = [f"{self.source}: {len(self.failures)} expectation(s) of suite "
-                 f"'{self.table}' failed over {self.rows:,} rows"]
-        for c in self.failures[:5]:
-            what = f"observed {c.observed}" if c.observed is not None else f"{c.unexpected_count:,} bad rows"
-            lines.append(f"  - {c.describe()}: {what}")
-            lines += [f"      {row}" for row in c.examples[:3]]
-        if self.report:
-            lines.append(f"  full GX result: {self.report}")
         col = first.kwargs.get("column") or ",".join(first.kwargs.get("column_list", []))
-        raise DataError("\n".join(lines), file=self.source, column=col or None,
+        raise DataError(self.message(), file=self.source, column=col or None,
                         expectation=first.type, count=first.unexpected_count,
                         examples=first.examples, report=str(self.report) if self.report else None)
 
@@ -112,9 +220,15 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
             checks[i] = schema_check(e, types, rows)
     schema_ok = all(c.success for c in checks if c is not None)
     evidence = [f"(SELECT * FROM {schema_rel} LIMIT {HEAD_ROWS})"]
+    derived = derived_columns(suite)
+    gx_failed: set[int] = set()   # failed expectations whose violating rows GX gets
     if schema_ok and rows > 0:
         if prepare is not None:
             prepare()
+        if derived:  # checks across rows: computed columns, checked like any other
+            con.execute(f"CREATE OR REPLACE TEMP VIEW check_{table} AS "
+                        f"{derived_select(rows_rel, derived)}")
+            rows_rel = f"check_{table}"
         evidence = [f"(SELECT * FROM {rows_rel} LIMIT {HEAD_ROWS})"]
         row_types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {rows_rel}").fetchall()}
         preds: dict[int, str] = {}
@@ -125,14 +239,28 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
         if preds:
             aggs = ", ".join(f"count_if({p})" for p in preds.values())  # count_if: FILTER is much slower here
             counts = con.execute(f"SELECT {aggs} FROM {rows_rel}", sql_params).fetchall()[0]
+            keys = _keys(exps)
+            failed: list[tuple[str, dict]] = []
             for (i, pred), n in zip(preds.items(), counts):
                 checks[i] = CheckResult(exps[i]["type"], exps[i]["kwargs"], int(n))
                 if n:
-                    sel = f"SELECT * FROM {rows_rel} WHERE {pred}"
                     mine = {k: v for k, v in sql_params.items() if k.startswith(f"p{i}_")}
-                    ex = con.execute(f"{sel} LIMIT {EXAMPLES}", mine).df()
+                    # a wide row (the feature panel) is quoted by its keys and the columns at
+                    # fault: 626 columns a row would make each query slow and the report huge
+                    cols = "*" if len(row_types) <= WIDE_COLUMNS else ", ".join(
+                        quote(c, list(row_types)) for c in dict.fromkeys(
+                            keys + checks[i].columns + exps[i]["meta"].get("show", []))
+                        if c in row_types)
+                    ex = con.execute(f"SELECT {cols} FROM {rows_rel} WHERE {pred} LIMIT {EXAMPLES}",
+                                     mine).df()
                     checks[i].examples = ex.to_dict("records")
-                    evidence.append((f"({sel} LIMIT {EVIDENCE_ROWS})", mine))
+                    if len(failed) < GX_FAILED:
+                        failed.append((f"(SELECT * FROM {rows_rel} WHERE {pred} LIMIT {EVIDENCE_ROWS})",
+                                       mine))
+                        gx_failed.add(i)
+            if failed:  # one query: the violating rows of every failed expectation, each row once
+                evidence.append((f"(SELECT DISTINCT * FROM ({' UNION ALL '.join(s for s, _ in failed)}))",
+                                 {k: v for _, m in failed for k, v in m.items()}))
         for i, e in enumerate(exps):
             if e["type"] == "expect_compound_columns_to_be_unique":
                 checks[i], ev = unique_check(con, rows_rel, e, columns)
@@ -141,16 +269,30 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
     for i, e in enumerate(exps):  # row checks skipped: the schema is already wrong
         if checks[i] is None:
             checks[i] = CheckResult(e["type"], e["kwargs"], 0, observed=None)
-    result = TableValidation(table, source, rows, checks, time.perf_counter() - t0)
-    return result, {"exps": exps, "params": params, "evidence": evidence}
+        checks[i].meta = e["meta"]
+    result = TableValidation(table, source, rows, checks, time.perf_counter() - t0,
+                             keys=_keys(exps))
+    return result, {"exps": exps, "params": params, "evidence": evidence,
+                    "derived": [d["name"] for d in derived], "gx_failed": gx_failed}
 
 
-def _gx_selection(exps: list[dict], checks: list[CheckResult]) -> list[dict]:
-    """Expectations GX re-runs on the evidence: all named ones, every failed one, and the
+def _keys(exps: list[dict]) -> list[str]:
+    """The suite's key columns (its compound-unique expectation): rows are named by them."""
+    return next((list(e["kwargs"]["column_list"]) for e in exps
+                 if e["type"] == "expect_compound_columns_to_be_unique"), [])
+
+
+def _gx_selection(exps: list[dict], checks: list[CheckResult],
+                  gx_failed: set[int] | None = None) -> list[dict]:
+    """Expectations GX re-runs on the evidence: all named ones, the failed ones whose violating
+    rows it got (the first `GX_FAILED` map expectations; `gx_failed`, None = all), and the
     feature-column templates of the first `GX_FEATURE_COLUMNS` columns (GX's cost is per
     expectation, 626 features x 3 would take long, and the SQL scan already covered them)."""
     seen, out = set(), []
-    for e, c in zip(exps, checks):
+    for i, (e, c) in enumerate(zip(exps, checks)):
+        if (gx_failed is not None and not c.success and c.observed is None and i not in gx_failed
+                and e["type"] != "expect_compound_columns_to_be_unique"):
+            continue   # a failure beyond GX_FAILED: the full scan's verdict stands alone
         col = e["kwargs"].get("column")
         if e["meta"].get("feature_template") and c.success:
             if col not in seen and len(seen) >= GX_FEATURE_COLUMNS:
@@ -184,11 +326,15 @@ def run_gx(con: duckdb.DuckDBPyConnection, result: TableValidation, gx_input: di
         sql, params = ev if isinstance(ev, tuple) else (ev, {})
         frames.append(con.execute(sql, params).df())
     frame = _multiset_union(frames)
+    # expectations on derived columns the evidence lacks (the schema failed before they were
+    # computed) are left to the full scan, which skipped them too
+    absent = set(gx_input.get("derived", [])) - set(frame.columns)
     # In memory, and no temporary docs site written to /tmp (nothing outside the home folder).
     ctx = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)))
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    exps = _gx_selection(gx_input["exps"], result.checks)
+    exps = [e for e in _gx_selection(gx_input["exps"], result.checks, gx_input.get("gx_failed"))
+            if not absent & set(CheckResult(e["type"], e["kwargs"], 0).columns)]
     suite = gx.ExpectationSuite(name=result.table, expectations=[
         {"type": e["type"], "kwargs": e["kwargs"], "meta": e["meta"]} for e in exps])
     batch = (ctx.data_sources.add_pandas("miga").add_dataframe_asset(result.table)
@@ -220,10 +366,11 @@ def write_report(result: TableValidation, gx_part: dict | None, reports_dir: Pat
 
 def validate(con, table: str, schema_rel: str, rows_rel: str, source: str,
              reports_dir: Path, prepare: Callable[[], None] | None = None,
-             gx: str = "always") -> TableValidation:
+             gx: str = "always", context: str = "") -> TableValidation:
     """Full-scan verdict, then GX on the evidence (`gx`: "always" or "failures"), a report
-    file either way; raises DataError naming the failures."""
+    file either way; raises DataError naming the failures (`context`: said after the source)."""
     result, gx_input = check_relation(con, table, schema_rel, rows_rel, source, prepare)
+    result.context = context
     t0 = time.perf_counter()
     gx_part = run_gx(con, result, gx_input) if gx == "always" or not result.success else None
     result.seconds += time.perf_counter() - t0
@@ -266,5 +413,9 @@ def validate_warehouse(settings: Settings, gx: str = "always") -> WarehouseValid
             out.append(validate(con, table, table, table, f"warehouse:{table}",
                                 settings.reports_dir, gx=gx))
         return WarehouseValidation(out)
+    except Exception as e:
+        if interrupted(e):  # Ctrl-C inside a DuckDB query: report it as what it is
+            raise KeyboardInterrupt("validation interrupted") from e
+        raise
     finally:
         con.close()

@@ -114,3 +114,60 @@ def test_missing_warehouse_table_is_reported(settings):
     duckdb.connect(str(settings.warehouse)).close()
     with pytest.raises(DataError, match="prices is missing"):
         v.validate_warehouse(settings)
+
+
+def test_plausibility_bounds_are_in_the_suites():
+    """Implausible values (1e300, a unit slip) are refused by bounds written in the suites,
+    each with the real data's maximum it was chosen from (meta.notes)."""
+    def between(table):
+        return {e["kwargs"]["column"]: e for e in v.load_suite(table)["expectations"]
+                if e["type"] == "expect_column_values_to_be_between"}
+    prices, index = between("prices"), between("index_prices")
+    for col, hi in (("close", 1e5), ("amount", 1e13), ("volume", 1e12), ("adj_high", 1e8),
+                    ("adj_close_ratio", 5)):
+        assert prices[col]["kwargs"]["max_value"] == hi and "shared/data" in prices[col]["meta"]["notes"]
+    assert prices["adj_close_ratio"]["kwargs"]["min_value"] == 0.2
+    assert index["close"]["kwargs"]["max_value"] == 1e7
+    template = {t["type"]: t for t in v.load_suite("feature_panel")["meta"]["feature_columns"]["expectations"]}
+    assert template["expect_column_values_to_be_between"]["kwargs"] == {"min_value": -1e15, "max_value": 1e15}
+
+
+def test_checks_across_rows_run_in_sql_and_in_gx(tmp_path):
+    """Derived columns (here: the earlier overlapping interval) are computed over every row, and
+    GX, re-run on the evidence rows that carry them, agrees on the failure."""
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE m AS SELECT * FROM (VALUES
+        ('csi300', 'SH600000', DATE '2015-01-01', DATE '2015-12-31'),
+        ('csi300', 'SH600000', DATE '2016-01-01', DATE '2016-06-30'),
+        ('csi300', 'SH600000', DATE '2016-03-01', DATE '2016-04-30'),   -- inside the one before
+        ('csi500', 'SH600000', DATE '2016-03-01', DATE '2016-04-30'),   -- another index: fine
+        ('csi300', 'SZ000001', DATE '2015-01-01', DATE '2020-12-31'),
+        ('csi300', 'SZ000001', DATE '2016-01-01', DATE '2016-02-01'),   -- inside
+        ('csi300', 'SZ000001', DATE '2017-01-01', DATE '2017-02-01')    -- inside the first one too
+        ) t(index_name, instrument, start_date, end_date)""")
+    with pytest.raises(DataError) as info:
+        v.validate(con, "membership", "m", "m", "memory:m", tmp_path, gx="always")
+    err = info.value
+    assert err.expectation == "expect_column_pair_values_a_to_be_greater_than_b" and err.count == 3
+    got = {(r["instrument"], str(r["start_date"].date()), str(r["overlapped_start"].date()),
+            str(r["overlapped_end"].date())) for r in err.examples}
+    assert got == {("SH600000", "2016-03-01", "2016-01-01", "2016-06-30"),
+                   ("SZ000001", "2016-01-01", "2015-01-01", "2020-12-31"),
+                   ("SZ000001", "2017-01-01", "2015-01-01", "2020-12-31")}
+    assert "overlapped_end=" in str(err) and "\n" not in str(err)
+    report = json.loads(open(err.report).read())
+    gx_failed = [r for r in report["gx_result"]["results"] if not r["success"]]
+    assert [r["expectation_config"]["kwargs"]["column_B"] for r in gx_failed] == ["overlapped_end"]
+    assert gx_failed[0]["result"]["unexpected_count"] == 3
+
+
+def test_validate_warehouse_catches_an_implausible_move(settings, folder):
+    ingest(settings, folder)
+    con = duckdb.connect(str(settings.warehouse))
+    con.execute("""UPDATE prices SET open = open * 100, high = high * 100, low = low * 100,
+                   close = close * 100 WHERE date = (SELECT max(date) FROM prices)""")
+    con.close()
+    with pytest.raises(DataError) as info:
+        v.validate_warehouse(settings, gx="failures")
+    assert info.value.column == "adj_close_ratio" and info.value.file == "warehouse:prices"
+    assert "\n" not in str(info.value)
