@@ -98,12 +98,41 @@ def _factory(name: str):
 MODELS: dict[str, Any] = {name: _factory(name) for name in _SPECS}
 
 
+def _plain(value: Any, where: str) -> Any:
+    """`value` as what torch's weights_only unpickler accepts: None, bool, int, float, str,
+    tuples, lists and str-keyed dicts of those (numpy scalars and arrays, dataclasses converted)."""
+    import numpy as np
+
+    if value is None:
+        return None
+    if isinstance(value, np.generic):                  # np.float64 is a float: convert first
+        return _plain(value.item(), where)
+    for kind in (bool, int, float, str):               # subclasses (enums, ...) as the base type
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist(), where)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value), where)
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_plain(v, where) for v in value)
+    if isinstance(value, list):
+        return [_plain(v, where) for v in value]
+    raise ModelConfigError(f"{where} = {value!r} ({type(value).__name__}) cannot be saved as plain "
+                           "data (None, bool, int, float, str, lists, tuples, dicts)")
+
+
 def model_state(model, name: str, d_feat: int, d_market: int, overrides: dict,
                 window: int) -> dict:
-    """A trained model as plain data: its state_dict (CPU tensors) and how to rebuild it."""
-    return {"model_name": name, "d_feat": d_feat, "d_market": d_market,
-            "overrides": dict(overrides), "window": window,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    """A trained model as plain data: its state_dict (CPU tensors) and how to rebuild it.
+
+    Nothing in it needs unpickling code: `torch.load(weights_only=True)` reads it back
+    (`pipeline.tracking.load_model_state`)."""
+    return {"model_name": str(name), "d_feat": int(d_feat), "d_market": int(d_market),
+            "overrides": _plain(dict(overrides), "overrides"), "window": int(window),
+            "state_dict": {str(k): v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
 def model_from_state(state: dict):
