@@ -21,6 +21,40 @@ def _settings(args) -> Settings:
     return Settings.from_env(getattr(args, "home", None)).ensure()
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= low (the message says what was given and what is allowed)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+
+
+def DEVICE(text: str) -> str:
+    """An argparse type: a device name as [train] device allows it (pipeline.config)."""
+    from pipeline.config import is_device
+
+    if not is_device(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}: use auto, cpu, cuda or cuda:<index>")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (exit 2) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def cmd_synth(args) -> int:
     from pipeline.data.synth import SynthSpec, write_synthetic
 
@@ -80,6 +114,9 @@ def cmd_train(args) -> int:
         cfg = cfg.with_train(device=args.device)
     if args.stack_size is not None:
         cfg = replace(cfg, engine=replace(cfg.engine, stack_size=args.stack_size))
+    from pipeline.train import resolve_device
+
+    resolve_device(cfg.train_for(args.model).device)   # a missing GPU is refused before any work
     settings = _settings(args)
     store = current_store(settings, cfg)
     cells = grid_cells(cfg, [args.model], args.stockset, args.seed)
@@ -124,9 +161,9 @@ def cmd_stack(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="miga", description=__doc__.splitlines()[0])
+    p = _Parser(prog="miga", description=__doc__.splitlines()[0])
     p.add_argument("--home", help="home folder (default: $MIGA_HOME or ./.miga)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name, fn, help_):
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -135,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("synth", cmd_synth, "write a deterministic synthetic data folder")
     sp.add_argument("--out", required=True, help="folder to write daily/membership/index parquet into")
-    sp.add_argument("--stocks", type=int, default=300, help="number of stocks (default 300)")
-    sp.add_argument("--days", type=int, default=750, help="number of trading days (default 750)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--features", type=int, default=0,
+    sp.add_argument("--stocks", type=POSITIVE, default=300, help="number of stocks (default 300)")
+    sp.add_argument("--days", type=POSITIVE, default=750, help="number of trading days (default 750)")
+    sp.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    sp.add_argument("--features", type=NON_NEGATIVE, default=0,
                     help="also write features.parquet with this many columns (0 = none; the paper has 626)")
     sp.add_argument("--start", default="2016-01-04", help="first trading day")
 
@@ -161,12 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a registered model: " + ", ".join(MODELS))
     sp.add_argument("--stockset", nargs="+", default=["csi300"],
                     help="one or more of csi300, csi500, csi1000, all (default csi300)")
-    sp.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default 0)")
-    sp.add_argument("--stack-size", type=int,
+    sp.add_argument("--seed", type=NON_NEGATIVE, nargs="+", default=[0], help="one or more seeds (default 0)")
+    sp.add_argument("--stack-size", type=POSITIVE,
                     help="override engine.stack_size: cells trained together in one step (1 = one at a time)")
-    sp.add_argument("--epochs", type=int, help="override train.max_epochs (every model's recipe)")
-    sp.add_argument("--batch-days", type=int, help="override train.batch_days")
-    sp.add_argument("--device", help="cpu, cuda or auto (default from config)")
+    sp.add_argument("--epochs", type=POSITIVE, help="override train.max_epochs (every model's recipe)")
+    sp.add_argument("--batch-days", type=POSITIVE, help="override train.batch_days")
+    sp.add_argument("--device", type=DEVICE, help="cpu, cuda or auto (default from config)")
     sp.add_argument("--config", help="config file or name in configs/")
 
     sp = add("report", cmd_report, "build the paper's Table 1 and Table 2 from the MLflow runs")
@@ -176,11 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", help="a data folder (default: synthesise one in the home folder)")
     sp.add_argument("--config", default=DEMO_CONFIG,
                     help=f"config file or name in configs/ (default: {DEMO_CONFIG})")
-    sp.add_argument("--epochs", type=int, help="override train.max_epochs")
+    sp.add_argument("--epochs", type=POSITIVE, help="override train.max_epochs")
 
     sp = add("stack", cmd_stack, "start/stop the local Prefect server, worker and MLflow server")
     sp.add_argument("action", choices=["start", "stop", "status"])
-    sp.add_argument("--workers", type=int, default=1, help="process workers to start on the pool")
+    sp.add_argument("--workers", type=POSITIVE, default=1, help="process workers to start on the pool")
     return p
 
 
@@ -188,15 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args) or 0
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:  # user-facing errors: one clear line, not a traceback
-        from pipeline.errors import MigaError
+    except (KeyboardInterrupt, Exception) as e:  # user-facing errors: one line, no traceback
+        from pipeline.errors import MigaError, interrupted
 
+        if interrupted(e):
+            return _interrupted(args)
         if isinstance(e, MigaError):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+def _interrupted(args) -> int:
+    """Ctrl-C: one line, exit 130. Each step is atomic or resumable, so nothing is lost."""
+    print(f"interrupted: `miga {args.command}` stopped; what it finished is kept and its "
+          "unfinished step left nothing behind (run it again to go on)", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pipeline.grid import Cell
 from pipeline.settings import Settings
 
 CACHE_FOR = timedelta(days=30)
+# Cached steps keep their (small, JSON) results: nothing a Prefect worker reads back is unpickled.
+PERSIST = dict(cache_expiration=CACHE_FOR, persist_result=True, result_serializer="json")
 
 
 def _settings(home: str) -> Settings:
@@ -78,7 +80,7 @@ def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> 
     return str(out)
 
 
-@task(name="ingest", cache_key_fn=_ingest_key, cache_expiration=CACHE_FOR, persist_result=True,
+@task(name="ingest", cache_key_fn=_ingest_key, **PERSIST,
       retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_transient)
 def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
     from pipeline.data.ingest import ingest as do_ingest
@@ -87,21 +89,21 @@ def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
     return {"fingerprint": report.fingerprint, "report": str(report)}
 
 
-@task(name="validate", cache_key_fn=_data_key("validate"), cache_expiration=CACHE_FOR, persist_result=True)
+@task(name="validate", cache_key_fn=_data_key("validate"), **PERSIST)
 def validate(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.data.validate import validate_warehouse
 
     return str(validate_warehouse(_settings(home), gx="failures"))
 
 
-@task(name="features", cache_key_fn=_data_key("features"), cache_expiration=CACHE_FOR, persist_result=True)
+@task(name="features", cache_key_fn=_data_key("features"), **PERSIST)
 def features(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.features.build import build_features
 
     return str(build_features(_settings(home), _config(config, epochs)))
 
 
-@task(name="tensor-store", cache_key_fn=_data_key("store"), cache_expiration=CACHE_FOR, persist_result=True)
+@task(name="tensor-store", cache_key_fn=_data_key("store"), **PERSIST)
 def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.store.build import build_store
 
@@ -115,7 +117,7 @@ def plan_stacks(home: str, store_fp: str, cells: list[dict], config: str | None 
     return plan(load_config(config), [Cell.from_dict(c) for c in cells], _store(home, store_fp))
 
 
-@task(name="train-stack", cache_key_fn=_stack_key, cache_expiration=CACHE_FOR, persist_result=True,
+@task(name="train-stack", cache_key_fn=_stack_key, **PERSIST,
       retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
 def train_stack(home: str, store_fp: str, cells: list[dict], config: str | None = None,
                 epochs: int | None = None) -> list[dict]:

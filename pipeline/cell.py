@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Config
-from pipeline.errors import MigaError
+from pipeline.config import SEGMENT_NAMES, Config
+from pipeline.errors import MigaError, interrupted
 from pipeline.evaluation import (PREDICTION_COLUMNS, SUMMARY, evaluate, index_benchmark,
                                  with_execution)
 from pipeline.grid import Cell
@@ -112,7 +112,7 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
     Each cell keeps its own checkpoint folder and MLflow run, so a killed stack resumes (in a
     stack of any make-up, or alone) where each cell stopped."""
     from pipeline import tracking
-    from pipeline.models import MODELS
+    from pipeline.models import MODELS, model_config
     from pipeline.train import resolve_device
 
     t_start = time.perf_counter()
@@ -135,7 +135,9 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
         if cell.stockset not in store.members:
             raise MigaError(f"stock set {cell.stockset!r} is not in the tensor store; "
                             f"have {', '.join(sorted(store.members))}")
-    device = resolve_device(config.train_for(model).device)
+        _check_member_days(store, cell.stockset)
+        model_config(model, **config.model_overrides(model, cell.stockset))  # bad settings: no run
+    device = resolve_device(config.train_for(model).device)   # refused before any run opens
     slots = []
     for cell in cells:
         key = run_key(cell, config, store.fingerprint)
@@ -155,9 +157,10 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
             tracking.start_cell(settings, run_id, tags, _params(config, cell, store))
     try:
         trained = _train(settings, config, slots, store, device, progress)
-    except BaseException:
+    except BaseException as e:
+        status = "KILLED" if interrupted(e) else "FAILED"
         for s in slots:
-            tracking.fail_run(settings, s.run_id)
+            tracking.fail_run(settings, s.run_id, status)
         raise
     out: list[CellResult | Exception] = []
     for s, tr in zip(slots, trained):
@@ -179,6 +182,17 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
                               notes=evaluated.notes, predictions=evaluated.pred,
                               returns=evaluated.returns))
     return out
+
+
+def _check_member_days(store, stockset: str) -> None:
+    """A MigaError, before any MLflow run is opened, when a segment has no day with a member
+    of `stockset` (a refused command leaves no run behind)."""
+    members = store.members[stockset]
+    have = {seg: int(members[store.segment_days(seg)].any(axis=1).sum()) for seg in SEGMENT_NAMES}
+    if not all(have.values()):
+        raise MigaError(f"stock set {stockset!r} has no member days in some segment "
+                        f"({', '.join(f'{k} {v}' for k, v in have.items())} days): "
+                        "check [segments] against the data's dates")
 
 
 @dataclass
@@ -233,9 +247,6 @@ def _train(settings: Settings, config: Config, slots: list[_Slot], store, device
         train_ld = DayLoader(store, "train", cell.stockset, batch_days=tc.batch_days)
         valid_ld = DayLoader(store, "valid", cell.stockset, batch_days=eval_days, device=device)
         test_ld = DayLoader(store, "test", cell.stockset, batch_days=eval_days, device=device)
-        if not len(train_ld) or not len(valid_ld) or not len(test_ld):
-            raise MigaError(f"stock set {cell.stockset!r} has no member days in some segment "
-                            f"(train {len(train_ld)}, valid {len(valid_ld)}, test {len(test_ld)} batches)")
         stack_cells.append(StackCell(cell.stockset, cell.seed, tc, s.ckpt_dir,
                                      train_days=train_ld.days, valid_days=valid_ld.days))
         loaders.append((valid_ld, test_ld))

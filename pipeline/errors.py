@@ -18,3 +18,16 @@ class DataError(MigaError):
         super().__init__(message)
         self.file, self.column, self.expectation = file, column, expectation
         self.count, self.examples, self.report = count, examples or [], report
+
+
+class ConfigError(MigaError):
+    """A config file or a command-line value is invalid: the message names the file, the key
+    and what is allowed."""
+
+
+def interrupted(e: BaseException) -> bool:
+    """Whether `e` is Ctrl-C, however it surfaced: KeyboardInterrupt in Python code,
+    duckdb.InterruptException (a connection's interrupt()), or RuntimeError('Query interrupted')
+    (what this DuckDB client raises when SIGINT arrives during a query)."""
+    return isinstance(e, KeyboardInterrupt) or type(e).__name__ == "InterruptException" or (
+        type(e) is RuntimeError and "interrupted" in str(e).lower())

@@ -18,18 +18,31 @@ QUIET_ENV = {
 }
 
 
+DEFAULT_LOCK_WAIT = 600.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths under the home folder (env `MIGA_HOME`, default `./.miga`)."""
 
     home: Path
     mlflow_uri: str
+    lock_wait: float = DEFAULT_LOCK_WAIT   # seconds to wait for a warehouse another process holds
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> "Settings":
+        from pipeline.errors import ConfigError
+
         home = Path(home or os.environ.get("MIGA_HOME") or ".miga").expanduser().resolve()
         uri = os.environ.get("MIGA_MLFLOW_URI") or f"sqlite:///{home / 'mlflow.db'}"
-        return cls(home=home, mlflow_uri=uri)
+        raw = os.environ.get("MIGA_LOCK_WAIT", str(DEFAULT_LOCK_WAIT))
+        try:
+            wait = float(raw)
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait < float("inf"):
+            raise ConfigError(f"MIGA_LOCK_WAIT must be a number of seconds >= 0, got {raw!r}")
+        return cls(home=home, mlflow_uri=uri, lock_wait=wait)
 
     @property
     def warehouse(self) -> Path:
@@ -65,10 +78,24 @@ class Settings:
         return self.home / "tmp"
 
     def ensure(self) -> "Settings":
-        """Create the home folder tree and keep libraries' scratch files inside it."""
-        for p in (self.home, self.mlflow_artifacts, self.store_dir, self.reports_dir,
-                  self.runs_dir, self.logs_dir, self.pids_dir, self.tmp_dir):
-            p.mkdir(parents=True, exist_ok=True)
+        """Create the home folder tree and keep libraries' scratch files inside it.
+
+        A home that is a file, or a folder this user cannot write, is a ConfigError."""
+        from pipeline.errors import ConfigError
+
+        if self.home.exists() and not self.home.is_dir():
+            raise ConfigError(f"home {self.home} is a file, not a folder: give --home (or "
+                              "MIGA_HOME) a folder, new or existing")
+        try:
+            for p in (self.home, self.mlflow_artifacts, self.store_dir, self.reports_dir,
+                      self.runs_dir, self.logs_dir, self.pids_dir, self.tmp_dir):
+                p.mkdir(parents=True, exist_ok=True)
+        except (PermissionError, FileExistsError, NotADirectoryError, OSError) as e:
+            raise ConfigError(f"cannot write the home folder {self.home} ({e.strerror or e}): "
+                              "give --home (or MIGA_HOME) a folder you can write") from None
+        if not os.access(self.home, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write the home folder {self.home} (permission denied): "
+                              "give --home (or MIGA_HOME) a folder you can write")
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
         return self

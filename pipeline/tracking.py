@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pipeline.errors import MigaError
 from pipeline.settings import Settings
 
 EXPERIMENT = "miga"
@@ -45,17 +47,28 @@ def setup(settings: Settings, experiment: str = EXPERIMENT) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is not None:
-        return exp.experiment_id
-    loc = (Path(settings.mlflow_artifacts) / experiment).resolve().as_uri()
-    try:
-        return mlflow.create_experiment(experiment, artifact_location=loc)
-    except Exception:  # created concurrently by another worker
+    # Two processes starting on a new home would both create MLflow's tables in the one SQLite
+    # file (the second fails: "duplicate column name"): the first use of the store is serialised.
+    with _home_lock(settings, "mlflow-setup"):
         exp = mlflow.get_experiment_by_name(experiment)
-        if exp is None:
-            raise
-        return exp.experiment_id
+        if exp is not None:
+            return exp.experiment_id
+        loc = (Path(settings.mlflow_artifacts) / experiment).resolve().as_uri()
+        return mlflow.create_experiment(experiment, artifact_location=loc)
+
+
+@contextmanager
+def _home_lock(settings: Settings, name: str) -> Iterator[None]:
+    """An exclusive lock between the processes of one home (a `flock` on home/<name>.lock)."""
+    import fcntl
+
+    settings.ensure()
+    with open(Path(settings.home) / f"{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def git_commit() -> str:
@@ -108,9 +121,10 @@ def active_run(settings: Settings, run_id: str) -> Iterator[str]:
         yield run.info.run_id
 
 
-def fail_run(settings: Settings, run_id: str) -> None:
-    """Mark a run that will not be finished (its stack failed) as FAILED."""
-    _client(settings).set_terminated(run_id, status="FAILED")
+def fail_run(settings: Settings, run_id: str, status: str = "FAILED") -> None:
+    """Mark a run that will not be finished now as FAILED (its stack failed) or KILLED (Ctrl-C;
+    the same command resumes it from its checkpoint)."""
+    _client(settings).set_terminated(run_id, status=status)
 
 
 def start_cell(settings: Settings, run_id: str, tags: dict[str, str], params: dict[str, Any]) -> None:
@@ -308,6 +322,11 @@ def log_model(model, state: dict, example: np.ndarray, register: bool = True) ->
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / Path(STATE_ARTIFACT).name
         torch.save(state, p)
+        try:            # what `load_model_state` will read: plain data only (fail here, not there)
+            read_state_file(p)
+        except ValueError as e:
+            raise TypeError(f"the model state to log is not plain data ({e}); build it with "
+                            "pipeline.models.model_state") from None
         mlflow.log_artifact(str(p), artifact_path=str(Path(STATE_ARTIFACT).parent))
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -326,12 +345,73 @@ def log_model(model, state: dict, example: np.ndarray, register: bool = True) ->
     return info.model_uri
 
 
-def load_model_state(settings: Settings, run_id: str) -> dict:
-    """The state a run logged with `log_model` (rebuild it with `pipeline.models.model_from_state`)."""
+# What `pipeline.models.model_state` holds, and the type of each entry.
+_STATE_KEYS = {"model_name": str, "d_feat": int, "d_market": int, "overrides": dict, "window": int,
+               "state_dict": dict}
+
+
+def weights_only_reason(e: Exception) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, in one short line (torch's message is
+    several lines of advice, the last of them naming what was refused)."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text \
+            else text.split("\n\n", 1)[-1]
+        lines = [ln.strip() for ln in rest.splitlines()
+                 if ln.strip() and not ln.strip().startswith("Check the documentation")]
+        detail = re.split(r" was not an allowed| Please use", lines[0])[0] if lines else ""
+        detail = detail.rstrip(".")
+        return "refused by torch's weights_only unpickler" + (f": {detail[:160]}" if detail else "")
+    lines = text.strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:160]}" if lines else type(e).__name__
+
+
+def read_state_file(path: Path) -> dict:
+    """A model state file read with `torch.load(weights_only=True)`: tensors and plain data only,
+    nothing in it can run code. Raises ValueError (the reason, one line) when the file holds
+    anything else (a pickled object, as older versions saved) or is not a model state."""
     import torch
 
-    return torch.load(download_artifact(settings, run_id, STATE_ARTIFACT), map_location="cpu",
-                      weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError (a disallowed global), RuntimeError (no torch file)
+        raise ValueError(weights_only_reason(e)) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"a {type(state).__name__}, not a model state dict")
+    for key, kind in _STATE_KEYS.items():
+        if not isinstance(state.get(key), kind) or (kind is int and isinstance(state[key], bool)):
+            raise ValueError(f"no {kind.__name__} {key!r} entry (not a model state)")
+    bad = [k for k, v in state["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"state_dict entries that are not tensors: {', '.join(map(str, bad[:3]))}")
+    return state
+
+
+def load_model_state(settings: Settings, run_id: str) -> dict:
+    """The state a run logged with `log_model` (rebuild it with `pipeline.models.model_from_state`),
+    read with `torch.load(weights_only=True)`: nothing is unpickled, so a swapped artifact cannot
+    run code. A state that does not load so (saved by an older version as pickled objects, or
+    altered) raises MigaError naming the run and what to do."""
+    path = download_artifact(settings, run_id, STATE_ARTIFACT)
+    try:
+        return read_state_file(path)
+    except ValueError as e:
+        t = _run_tags(settings, run_id)
+        cell = (f"{t['model']}/{t.get('stockset', '?')}/seed {t.get('seed', '?')}" if "model" in t
+                else "no cell tags")
+        retrain = (f"miga train --model {t.get('model', 'MODEL')} --stockset "
+                   f"{t.get('stockset', 'SET')} --seed {t.get('seed', 'SEED')}")
+        msg = (f"run {run_id} ({cell}): its {STATE_ARTIFACT} cannot be loaded safely ({e}): "
+               f"saved by an older miga or altered, it is not unpickled; retrain the cell "
+               f"({retrain}) and delete this run and its registered model version")
+        raise MigaError(" ".join(msg.split())) from None       # one line, whatever the file held
+
+
+def _run_tags(settings: Settings, run_id: str) -> dict[str, str]:
+    try:
+        return dict(_client(settings).get_run(run_id).data.tags)
+    except Exception:  # only for the message: it is built without them
+        return {}
 
 
 def download_artifact(settings: Settings, run_id: str, path: str) -> Path:

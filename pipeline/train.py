@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,11 +76,26 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" (a GPU when there is one), "cpu", "cuda" or "cuda:<i>"; a ConfigError for a name
+    torch does not know or a GPU this machine does not have."""
+    from pipeline.errors import ConfigError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device = {name!r} but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:<index>") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:<index>")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} but CUDA is not available on this machine: "
+                              "use --device auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} but this machine has "
+                              f"{torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def _forward(model, batch, device: torch.device, bf16: bool):
@@ -408,13 +424,24 @@ def _save(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, device) -> dict | None:
-    """A cell's checkpoint, loaded without unpickling code (weights_only=True); None when the file
-    is of an earlier format (the cell then starts over)."""
+    """A cell's checkpoint, loaded without unpickling code (weights_only=True: tensors and plain
+    data only, so a swapped file cannot run code). None, with one line on stderr saying why, when
+    it cannot be used: an earlier format (format 1 pickled numpy's RNG state), a file holding
+    anything else, or not a checkpoint. The cell then starts over (and overwrites it)."""
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
-    except Exception:  # a format-1 (pickled numpy RNG) file: not loadable safely
-        return None
-    return ck if isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT else None
+    except Exception as e:  # UnpicklingError (a disallowed global), RuntimeError (not a torch file)
+        from pipeline.tracking import weights_only_reason     # (no MLflow import: torch's message)
+
+        reason = weights_only_reason(e)
+    else:
+        if isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT:
+            return ck
+        reason = (f"format {ck.get('format')!r}, not {CHECKPOINT_FORMAT}" if isinstance(ck, dict)
+                  else f"a {type(ck).__name__}, not a checkpoint")
+    print(" ".join(f"warning: checkpoint {path} cannot be used ({reason[:200]}); it is not "
+                   "unpickled, the cell starts over".split()), file=sys.stderr)
+    return None
 
 
 def _cell_days(engine: _Engine, k: int, cell: StackCell, store) -> tuple[np.ndarray, np.ndarray]:
@@ -470,52 +497,54 @@ def fit_stack(models: Sequence[torch.nn.Module], cells: Sequence[StackCell], sto
     total = sum(c.cfg.max_epochs for c in cells)
     bar = tqdm(total=total, initial=sum(min(s.epoch, c.cfg.max_epochs) for s, c in zip(states, cells)),
                desc="cell-epochs" if K > 1 else "epochs", disable=not progress, dynamic_ncols=True)
-    while True:
-        running = [not s.done(c.cfg) for s, c in zip(states, cells)]
-        if not any(running):
-            break
-        t0, c0 = time.perf_counter(), time.process_time()
-        with torch.no_grad():
-            engine.epochs.copy_(torch.tensor([s.epoch for s in states]))
-        orders = [np.random.default_rng((int(c.seed), s.epoch)).permutation(days[k][0]) if run else None
-                  for k, (c, s, run) in enumerate(zip(cells, states, running))]
-        sums = engine.train_epoch(orders)                                   # (4, K)
-        t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
-        scored = engine.score([days[k][1] for k in range(K)])
-        seconds = time.perf_counter() - t0
-        for k, (cell, st) in enumerate(zip(cells, states)):
-            if not running[k]:
-                continue
-            r = st.result
-            r.train_seconds += t_train
-            r.train_cpu_seconds += c_train
-            r.train_stock_days += int(sums[3, k])
-            pred, usage = scored[k]
-            vm = ic_metrics(pred)
-            st.epoch += 1
-            n = sums[2, k]
-            rec = {"epoch": st.epoch, "train_loss": float(sums[0, k] / n) if n else float("nan"),
-                   "train_ic": float(sums[1, k] / n) if n else float("nan"),
-                   "valid_ic": vm["ic"], "valid_rank_ic": vm["rank_ic"], "epoch_seconds": seconds,
-                   "train_seconds": t_train}
-            if usage is not None:
-                rec["expert_entropy"] = usage_entropy(usage)
-            r.history.append(rec)
-            score = vm["ic"] if math.isfinite(vm["ic"]) else float("-inf")
-            if not st.has_best or score > r.best_valid_ic:
-                r.best_valid_ic, r.best_epoch, st.bad_epochs, st.has_best = score, st.epoch, 0, True
-                engine.keep_best(k)
-            else:
-                st.bad_epochs += 1
-                r.stopped_early = st.bad_epochs >= cell.cfg.patience
-            if ckpts[k] is not None:
-                _save(ckpts[k], engine.checkpoint(k, st))
-            bar.update(1)
-            if K == 1:
-                bar.set_postfix(loss=f"{rec['train_loss']:.4f}", valid_ic=f"{rec['valid_ic']:.4f}")
-            if on_epoch is not None:
-                on_epoch(k, rec)
-    bar.close()
+    try:  # the bar is closed (its line ended) before a Ctrl-C message is printed
+        while True:
+            running = [not s.done(c.cfg) for s, c in zip(states, cells)]
+            if not any(running):
+                break
+            t0, c0 = time.perf_counter(), time.process_time()
+            with torch.no_grad():
+                engine.epochs.copy_(torch.tensor([s.epoch for s in states]))
+            orders = [np.random.default_rng((int(c.seed), s.epoch)).permutation(days[k][0]) if run else None
+                      for k, (c, s, run) in enumerate(zip(cells, states, running))]
+            sums = engine.train_epoch(orders)                                   # (4, K)
+            t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
+            scored = engine.score([days[k][1] for k in range(K)])
+            seconds = time.perf_counter() - t0
+            for k, (cell, st) in enumerate(zip(cells, states)):
+                if not running[k]:
+                    continue
+                r = st.result
+                r.train_seconds += t_train
+                r.train_cpu_seconds += c_train
+                r.train_stock_days += int(sums[3, k])
+                pred, usage = scored[k]
+                vm = ic_metrics(pred)
+                st.epoch += 1
+                n = sums[2, k]
+                rec = {"epoch": st.epoch, "train_loss": float(sums[0, k] / n) if n else float("nan"),
+                       "train_ic": float(sums[1, k] / n) if n else float("nan"),
+                       "valid_ic": vm["ic"], "valid_rank_ic": vm["rank_ic"], "epoch_seconds": seconds,
+                       "train_seconds": t_train}
+                if usage is not None:
+                    rec["expert_entropy"] = usage_entropy(usage)
+                r.history.append(rec)
+                score = vm["ic"] if math.isfinite(vm["ic"]) else float("-inf")
+                if not st.has_best or score > r.best_valid_ic:
+                    r.best_valid_ic, r.best_epoch, st.bad_epochs, st.has_best = score, st.epoch, 0, True
+                    engine.keep_best(k)
+                else:
+                    st.bad_epochs += 1
+                    r.stopped_early = st.bad_epochs >= cell.cfg.patience
+                if ckpts[k] is not None:
+                    _save(ckpts[k], engine.checkpoint(k, st))
+                bar.update(1)
+                if K == 1:
+                    bar.set_postfix(loss=f"{rec['train_loss']:.4f}", valid_ic=f"{rec['valid_ic']:.4f}")
+                if on_epoch is not None:
+                    on_epoch(k, rec)
+    finally:
+        bar.close()
     results = []
     for k, (model, st) in enumerate(zip(models, states)):
         flat, buffers = ((engine.best_flat, engine.best_buffers) if st.has_best

@@ -4,13 +4,20 @@
 sets the memory limit, the spill folder (inside the home folder, never /tmp), the threads and
 read-only access, so no two callers drift apart.
 
+Several processes on one home: DuckDB lets one process write a file, or several read it. A
+command that only reads opens the warehouse read-only (and briefly); one that finds the file
+held by another process waits for it (`settings.lock_wait` seconds, saying once for whom it
+waits), then runs, or stops with one line naming the holder.
+
 SQL lives in `sql/<name>.sql`, one statement per file, run with bound `$name` parameters.
 Where an identifier must vary (a table name), it is checked against a known list first; the
 few such statements are the helpers at the end of this module.
 """
 from __future__ import annotations
 
+import re
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,9 +47,48 @@ def open_warehouse(settings, read_only: bool = False, *, create: bool = False,
               "preserve_insertion_order": str(keep_insertion_order).lower()}
     if threads:
         config["threads"] = str(threads)
-    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    con = _connect_waiting(path, read_only, config, settings.lock_wait)
     con.execute("SET enable_progress_bar = " + ("true" if sys.stderr.isatty() else "false"))
     return con
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*) \(PID (\d+)\)")
+LOCK_POLL_SECONDS = 0.5
+
+
+def _connect_waiting(path: Path, read_only: bool, config: dict,
+                     wait: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, waiting up to `wait` seconds while another process holds the file."""
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as e:
+            m = _LOCK_HOLDER.search(str(e))
+            if m is None:
+                raise
+            holder = holder_description(int(m.group(2)), m.group(1))
+            if time.monotonic() >= deadline:
+                raise MigaError(f"another miga process holds the warehouse {path} ({holder}); "
+                                f"waited {wait:g} s: run this again when it has finished, or "
+                                "set MIGA_LOCK_WAIT (seconds) to wait longer") from None
+            if not told:
+                print(f"waiting for the warehouse {path}: held by {holder} "
+                      f"(up to {wait:g} s, MIGA_LOCK_WAIT)", file=sys.stderr, flush=True)
+                told = True
+            time.sleep(LOCK_POLL_SECONDS)
+
+
+def holder_description(pid: int, exe: str = "") -> str:
+    """`PID 123: miga ingest --data d` from /proc where it can be read, else the executable."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmd = " ".join(a.decode(errors="replace") for a in argv if a)
+    except OSError:
+        cmd = exe
+    cmd = re.sub(r"^\S*/(python[\d.]*\s+\S*/)?", "", cmd)   # ".../bin/miga ingest" -> "miga ingest"
+    cmd = " ".join(cmd.split())                               # one line, whatever the arguments hold
+    return f"PID {pid}: {cmd[:120]}" if cmd else f"PID {pid}"
 
 
 @contextmanager

@@ -72,6 +72,20 @@ def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home):
     assert states["ingest"] == "Cached", states
     assert states["features"] == "Cached", states
     assert states["tensor-store"] == "Cached", states
+    _assert_results_are_json()
+
+
+def _assert_results_are_json():
+    """The cached steps' persisted results are JSON: a worker reading them back unpickles nothing."""
+    import json
+    import os
+    from pathlib import Path
+
+    records = [p for p in (Path(os.environ["PREFECT_HOME"]) / "storage").rglob("*") if p.is_file()]
+    assert records
+    for p in records:
+        record = json.loads(p.read_text())
+        assert record["metadata"]["serializer"]["type"] == "json", p
 
 
 @pytest.mark.slow
