@@ -29,9 +29,13 @@ TABLES = ("prices", "membership", "index_prices", "feature_panel", "ingest_log")
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A good data folder and a warehouse that already holds it."""
-    folder = write_synthetic(tmp_path_factory.mktemp("good"),
-                             SynthSpec(n_stocks=20, n_days=40, seed=4, n_features=3))
-    home = Settings.from_env(tmp_path_factory.mktemp("home")).ensure()
+    return _ingested(tmp_path_factory, "good", SynthSpec(n_stocks=20, n_days=40, seed=4, n_features=3))
+
+
+def _ingested(tmp_path_factory, name: str, spec: SynthSpec):
+    """(a synthetic data folder, the warehouse of a fresh home that holds it)."""
+    folder = write_synthetic(tmp_path_factory.mktemp(name), spec)
+    home = Settings.from_env(tmp_path_factory.mktemp(name + "home")).ensure()
     ingest(home, folder)
     return folder, home.warehouse
 
@@ -371,11 +375,7 @@ def test_interval_overlapping_one_already_in_the_warehouse_is_refused(good, sett
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory):
     """A features file of the paper's width (626 columns), few rows, already in a warehouse."""
-    folder = write_synthetic(tmp_path_factory.mktemp("wide"),
-                             SynthSpec(n_stocks=10, n_days=30, seed=6, n_features=626))
-    home = Settings.from_env(tmp_path_factory.mktemp("widehome")).ensure()
-    ingest(home, folder)
-    return folder, home.warehouse
+    return _ingested(tmp_path_factory, "wide", SynthSpec(n_stocks=10, n_days=30, seed=6, n_features=626))
 
 
 def _one_inf(f):
