@@ -161,6 +161,15 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics(_finite(metrics), step=step)
 
 
+def log_figure(fig, artifact_file: str) -> None:
+    """A matplotlib figure to the active run (MLflow shows it in the run's artifacts), then closed."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(fig, artifact_file)
+    plt.close(fig)
+
+
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 
