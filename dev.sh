@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=.venv
+# Telemetry off. Prefect: the server's analytics by PREFECT_SERVER_ANALYTICS_ENABLED, the SDK's
+# (events and the device id it writes under PREFECT_HOME) by DO_NOT_TRACK (flows/steps.py).
 export PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true GX_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
 
 setup() {

@@ -1,7 +1,7 @@
 """`miga` command line: each command parses its arguments and calls one function.
 
 The library (`pipeline/`) does the work; `miga demo` runs the flow and `miga stack` the local
-servers, both of flows/.
+servers, both of flows/. The user-facing description is DESCRIPTION below (`miga --help`).
 
 Heavy libraries (torch, GX, MLflow, Prefect) are imported inside the commands, so
 `miga --help` stays fast.
@@ -15,6 +15,38 @@ from pathlib import Path
 from pipeline.config import DEMO_CONFIG
 from pipeline.models import MODELS     # the registry by name (no torch import)
 from pipeline.settings import Settings
+
+
+DESCRIPTION = """\
+miga trains stock-return prediction models on a daily panel of stocks: MIGA (a mixture of
+experts with group aggregation), the paper's baselines and two anchors (ridge, LightGBM).
+It scores every model by IC and RankIC on the test days, backtests the portfolios its
+predictions pick, and reports the results as the paper's Table 1 and Table 2.
+
+The usual order (each step reuses what the one before it wrote):
+  miga synth --out DIR    a synthetic data folder (or bring your own: daily, membership,
+                          index parquet files)
+  miga ingest --data DIR  check the folder and load it into the home folder
+  miga store              compute the features and labels and build the training arrays
+  miga train --model M    train and test one model; one MLflow run per stock set x seed
+  miga report             the results tables over every run
+or `miga demo`, which does all of it on synthetic data (and picks champions, predicts the
+next day) in one command.
+
+Everything is kept in the home folder (--home DIR, else $MIGA_HOME, else ./.miga): the data
+warehouse (warehouse.duckdb), the training arrays (store/), the MLflow runs and models
+(mlflow.db, mlartifacts/), reports (reports/) and logs (logs/). Deleting it starts afresh.
+"""
+
+EPILOG = """\
+examples:
+  miga demo                       everything, on synthetic data, in ./.miga
+  miga synth --out data && miga ingest --data data && miga store --config quick
+  miga train --model miga-conv --stockset csi300 csi1000 --seed 0 1 --home ./.miga
+  miga report
+
+`miga COMMAND --help` tells a command's options; --home goes before or after COMMAND.
+"""
 
 
 def _settings(args) -> Settings:
@@ -97,15 +129,14 @@ def cmd_store(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def _train_config(args, config: str | None):
+    """The config `miga train` runs: `config` with the command line's overrides."""
     from dataclasses import replace
 
-    from pipeline.cell import run_stack
     from pipeline.config import load_config
-    from pipeline.grid import grid_cells, plan_stacks
-    from pipeline.store import current_store
+    from pipeline.train import resolve_device
 
-    cfg = load_config(args.config)
+    cfg = load_config(config)
     if args.epochs is not None:
         cfg = cfg.with_train(max_epochs=args.epochs)
     if args.batch_days is not None:
@@ -114,17 +145,64 @@ def cmd_train(args) -> int:
         cfg = cfg.with_train(device=args.device)
     if args.stack_size is not None:
         cfg = replace(cfg, engine=replace(cfg.engine, stack_size=args.stack_size))
-    from pipeline.train import resolve_device
-
     resolve_device(cfg.train_for(args.model).device)   # a missing GPU is refused before any work
+    return cfg
+
+
+def _config_of_store(settings, missing: Exception) -> str:
+    """No --config and no store of the default config: the config in configs/ that the home's
+    newest store (of the current warehouse) was built with, or a one-line MigaError naming
+    the --config to pass. A store records its config's segments and data tables, not the
+    config's name, so each config in configs/ is tried for a built store."""
+    from pipeline.config import CONFIG_DIR, load_config
+    from pipeline.errors import MigaError
+    from pipeline.store import current_store
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml") if p.stem != "default")
+    found: dict[Path, list[str]] = {}
+    for name in names:
+        try:
+            found.setdefault(current_store(settings, load_config(name)).root, []).append(name)
+        except MigaError:
+            continue
+    if not found:
+        if any(settings.store_dir.glob("*/meta.json")):
+            raise MigaError(
+                f"no tensor store for this warehouse and the default config in {settings.home}, "
+                f"nor for {', '.join(names)}: pass the --config that `miga store` was given, or "
+                "run `miga store` to build the default config's store") from None
+        raise missing
+    newest = max(found, key=lambda root: (root / "meta.json").stat().st_mtime)
+    if len(found[newest]) > 1:
+        raise MigaError("no tensor store for the default config; this home's store was built "
+                        f"with one of --config {' / '.join(found[newest])}: pass it") from None
+    return found[newest][0]
+
+
+def cmd_train(args) -> int:
+    from pipeline.cell import run_stack
+    from pipeline.errors import MigaError
+    from pipeline.grid import grid_cells, plan_stacks
+    from pipeline.store import current_store
+
+    cfg = _train_config(args, args.config)
     settings = _settings(args)
-    store = current_store(settings, cfg)
+    try:
+        store = current_store(settings, cfg)
+    except MigaError as missing:
+        if args.config:
+            raise
+        name = _config_of_store(settings, missing)
+        print(f"using --config {name} (the config this home's store was built with)")
+        cfg = _train_config(args, name)
+        store = current_store(settings, cfg)
     cells = grid_cells(cfg, [args.model], args.stockset, args.seed)
     failed = 0
     for stack in plan_stacks(cfg, cells, store):
         if len(stack) > 1:
             print(f"training {len(stack)} cells as one stack: " + ", ".join(c.name for c in stack))
-        for cell, out in zip(stack, run_stack(settings, cfg, stack, store=store)):
+        for cell, out in zip(stack, run_stack(settings, cfg, stack, store=store,
+                                              register=args.register)):
             if isinstance(out, BaseException):
                 failed += 1
                 print(f"{cell.name}: failed: {type(out).__name__}: {out}", file=sys.stderr)
@@ -133,10 +211,39 @@ def cmd_train(args) -> int:
     return 1 if failed else 0
 
 
+def _terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 def cmd_report(args) -> int:
     from pipeline.report import build_report
 
-    print(build_report(_settings(args), experiment=args.experiment).markdown)
+    settings = _settings(args)
+    rep = build_report(settings, experiment=args.experiment)
+    if not _terminal():             # piped or redirected: the markdown, as saved
+        print(rep.markdown)
+        return 0
+    from rich.console import Console
+
+    from flows.terminal import print_table
+
+    console = Console()
+    console.print("MIGA results", style="bold")
+    console.print(rep.intro, markup=False, highlight=False)
+    for t in rep.tables:
+        console.print()
+        # the model types as sections (a row above their models), not a column; a column per
+        # stock set and metric, the stock set above the metric's name, a stock set's together
+        metric_cols = [c for c in t.cells.columns if c not in ("Type", "Model")]
+        header = {c: c.replace(" ", "\n", 1) for c in metric_cols}
+        groups = {}
+        for c in metric_cols:
+            groups.setdefault(c.split(" ", 1)[0], []).append(header[c])
+        print_table(t.cells.drop(columns="Type").rename(columns=header),
+                    bold=t.best.drop(columns="Type"), groups=list(groups.values()),
+                    sections=list(t.cells["Type"]), title=t.title, console=console)
+    print(f"\nsaved: {settings.reports_dir / 'report.md'} and report.html"
+          + (f" (also in MLflow run {rep.run_id})" if rep.run_id else ""))
     return 0
 
 
@@ -160,17 +267,24 @@ def cmd_stack(args) -> int:
     return 0
 
 
+HOME_HELP = "home folder for data, runs and reports (default: $MIGA_HOME, else ./.miga)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="miga", description=__doc__.splitlines()[0])
-    p.add_argument("--home", help="home folder (default: $MIGA_HOME or ./.miga)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    p = _Parser(prog="miga", description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--home", help=HOME_HELP)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+                           title="commands")
 
     def add(name, fn, help_):
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(fn=fn)
+        # --home after the command too; SUPPRESS keeps the value given before it otherwise
+        sp.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
         return sp
 
-    sp = add("synth", cmd_synth, "write a deterministic synthetic data folder")
+    sp = add("synth", cmd_synth, "write a synthetic data folder to try miga on (same seed, same data)")
     sp.add_argument("--out", required=True, help="folder to write daily/membership/index parquet into")
     sp.add_argument("--stocks", type=POSITIVE, default=300, help="number of stocks (default 300)")
     sp.add_argument("--days", type=POSITIVE, default=750, help="number of trading days (default 750)")
@@ -179,23 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write features.parquet with this many columns (0 = none; the paper has 626)")
     sp.add_argument("--start", default="2016-01-04", help="first trading day")
 
-    sp = add("ingest", cmd_ingest, "validate a data folder and load it into the DuckDB warehouse (atomic, incremental)")
+    sp = add("ingest", cmd_ingest, "check a data folder and load it into the home folder "
+             "(all or nothing; new days are added)")
     sp.add_argument("--data", required=True, help="folder with daily.parquet, membership.parquet, index.parquet [, features.parquet]")
 
-    add("validate", cmd_validate, "run the Great Expectations suites over every warehouse table")
+    add("validate", cmd_validate, "check the loaded data again (reports in the home folder's reports/)")
 
     for name, fn, help_ in (
-        ("features", cmd_features, "build features (Alpha158 or the feature panel), market_features and labels"),
-        ("store", cmd_store, "build the memory-mapped tensor store used for training"),
+        ("features", cmd_features, "compute the features and labels (`miga store` does it too)"),
+        ("store", cmd_store, "build the training arrays from the loaded data (a no-op when nothing changed)"),
     ):
         sp = add(name, fn, help_)
         sp.add_argument("--config", help="config file or name in configs/ (default: configs/default.toml)")
         sp.add_argument("--force", action="store_true", help="rebuild even if inputs are unchanged")
 
-    sp = add("train", cmd_train, "train and evaluate one model on stock sets x seeds (one MLflow "
-             "run per cell; the cells train together as stacks)")
+    sp = add("train", cmd_train, "train, test and backtest one model on stock sets x seeds "
+             "(an MLflow run each)")
     sp.add_argument("--model", required=True, choices=list(MODELS), metavar="MODEL",
-                    help="a registered model: " + ", ".join(MODELS))
+                    help="the model to train: " + ", ".join(MODELS))
     sp.add_argument("--stockset", nargs="+", default=["csi300"],
                     help="one or more of csi300, csi500, csi1000, all (default csi300)")
     sp.add_argument("--seed", type=NON_NEGATIVE, nargs="+", default=[0], help="one or more seeds (default 0)")
@@ -204,18 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=POSITIVE, help="override train.max_epochs (every model's recipe)")
     sp.add_argument("--batch-days", type=POSITIVE, help="override train.batch_days")
     sp.add_argument("--device", type=DEVICE, help="cpu, cuda or auto (default from config)")
-    sp.add_argument("--config", help="config file or name in configs/")
+    sp.add_argument("--config", help="config file or name in configs/ (default: configs/default.toml, "
+                    "else the one this home's store was built with)")
+    sp.add_argument("--register", action="store_true",
+                    help="also register the trained models in the MLflow model registry "
+                    "(the flow always does; champions are chosen among registered versions)")
 
-    sp = add("report", cmd_report, "build the paper's Table 1 and Table 2 from the MLflow runs")
+    sp = add("report", cmd_report, "print the results tables (the paper's Table 1 and Table 2) "
+             "over every run, and save them")
     sp.add_argument("--experiment", default="miga")
 
-    sp = add("demo", cmd_demo, "run the whole `miga` flow in-process (synthetic data unless --data)")
+    sp = add("demo", cmd_demo, "run everything, from synthetic data (or --data) to results and "
+             "next-day predictions")
     sp.add_argument("--data", help="a data folder (default: synthesise one in the home folder)")
     sp.add_argument("--config", default=DEMO_CONFIG,
                     help=f"config file or name in configs/ (default: {DEMO_CONFIG})")
     sp.add_argument("--epochs", type=POSITIVE, help="override train.max_epochs")
 
-    sp = add("stack", cmd_stack, "start/stop the local Prefect server, worker and MLflow server")
+    sp = add("stack", cmd_stack, "start, stop or check the local servers: Prefect (scheduled "
+             "runs) and the MLflow UI")
     sp.add_argument("action", choices=["start", "stop", "status"])
     sp.add_argument("--workers", type=POSITIVE, default=1, help="process workers to start on the pool")
     return p

@@ -3,6 +3,13 @@ evaluation/backtest (inside each cell) -> report -> champion/challenger -> next-
 
 Deployed as `miga/full-pipeline` (prefect.yaml). `run_demo` runs it in-process for the README's
 main command. Only wiring here: every step is a `pipeline` function (see flows/steps.py).
+
+The task graph is the data flow: each step is submitted with the future of the step whose
+output it uses (as an argument, or in `wait_for`), so Prefect records the edge (the task run's
+`task_inputs`) and the UI draws it: synthesize -> ingest -> validate -> features ->
+tensor-store -> each train-stack -> report -> champion -> next-day-predictions. Besides: the
+ingest's data fingerprint feeds features and the tensor store, the store's fingerprint the
+stacks, the champion and the next-day step, and the stacks' results the champion.
 """
 from __future__ import annotations
 
@@ -10,33 +17,57 @@ import os
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from flows import steps  # first: it sets the telemetry opt-out before Prefect is imported
+from prefect import allow_failure, flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import steps
 from flows.stack import mlflow_ui_url
 from pipeline.config import DEMO_CONFIG, load_config
 from pipeline.grid import grid_cells
 from pipeline.report import results_table
 from pipeline.settings import Settings
+from pipeline.tracking import UI_VIEW
 from pipeline.warehouse import warehouse_id
 
 
-def _train_stacks(home: str, store_fp: str, stacks, config, epochs, parallel: int) -> list[dict]:
-    """The stacks as tasks of this flow, `parallel` at a time; per cell a result or an error."""
-    results = []
+def _run(task, *args, wait_for=(), **kwargs):
+    """`task` submitted after `wait_for` (the futures of the steps it follows: edges of the task
+    graph, as are futures among its arguments) and run to its end: its future, or its error."""
+    future = task.submit(*args, wait_for=list(wait_for), **kwargs)
+    future.result()
+    return future
+
+
+def _train_stacks(home: str, store, stacks, config, epochs, parallel: int) -> tuple[list[dict], list]:
+    """The stacks as tasks of this flow, `parallel` at a time, each fed the tensor-store step's
+    future `store`. Per cell a result or an error, and the stacks' futures."""
+    results, futures = [], []
     for i in range(0, len(stacks), parallel):
         wave = [(s, steps.train_stack.with_options(task_run_name=_stack_name(s)).submit(
-            home, store_fp, [c.as_dict() for c in s], config, epochs)) for s in stacks[i:i + parallel]]
+            home, store, [c.as_dict() for c in s], config, epochs)) for s in stacks[i:i + parallel]]
         for s, f in wave:
             f.wait()
+            futures.append(f)
             state = f.state
             if state.is_completed():
                 results += f.result()
             else:  # a failed stack fails each of its cells visibly; the other stacks go on
                 results += [{"cell": c.as_dict(), "error": str(state.message or state.name)} for c in s]
-    return results
+    return results, futures
+
+
+def _results_rows(results: list[dict]) -> list[dict]:
+    """The results table artifact's rows: one per cell, its test metrics (4 decimals) and the
+    link to its MLflow run, or its error."""
+    rows = []
+    for r in results:
+        c, m = r["cell"], r.get("metrics", {})
+        rows.append({"model": c["model"], "stockset": c["stockset"], "seed": c["seed"],
+                     **{k: round(m[k], 4) if isinstance(m.get(k), (int, float)) else None
+                        for k in steps.CELL_METRICS},
+                     "mlflow_run": steps.run_url(r) or None, "error": r.get("error")})
+    return rows
 
 
 def _stack_name(stack) -> str:
@@ -92,36 +123,43 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     log = get_run_logger()
     home = str(Settings.from_env(home).ensure().home)
     cfg = load_config(config)
-    data_dir = data or steps.synthesize(home)
+    data_dir = data or _run(steps.synthesize, home)
 
-    ing = steps.ingest(home, data_dir, warehouse_id(Settings.from_env(home)))
-    data_fp = ing["fingerprint"]
-    steps.validate(home, data_fp, config)
-    steps.features(home, data_fp, config)
-    store_fp = steps.tensor_store(home, data_fp, config)
+    ing = _run(steps.ingest, home, data_dir, warehouse_id(Settings.from_env(home)))
+    data_fp = ing.result()["fingerprint"]
+    checked = _run(steps.validate, home, data_fp, config, wait_for=[ing])
+    feats = _run(steps.features, home, data_fp, config, wait_for=[checked])
+    store = _run(steps.tensor_store, home, data_fp, config, wait_for=[feats])
+    store_fp = store.result()
 
     cells = grid_cells(cfg, models, stocksets, seeds)
     stacks = steps.plan_stacks(home, store_fp, [c.as_dict() for c in cells], config)
     log.info("training grid: %d cells in %d stacks (%s)", len(cells), len(stacks),
              "; ".join(_stack_name(s) for s in stacks))
-    if fan_out:
-        results = _launch_stacks_on_pool(home, store_fp, stacks, config, epochs)
+    if fan_out:   # flow runs on the pool: no task futures, so no stack edges in this graph
+        results, trained = _launch_stacks_on_pool(home, store_fp, stacks, config, epochs), []
     else:
-        results = _train_stacks(home, store_fp, stacks, config, epochs,
-                                max(1, min(cfg.engine.parallel_stacks, 8)))
+        results, trained = _train_stacks(home, store, stacks, config, epochs,
+                                         max(1, min(cfg.engine.parallel_stacks, 8)))
 
     ok = [r for r in results if "error" not in r]
     table = results_table(results, mlflow_ui_url())
     create_markdown_artifact(key="miga-results", markdown="# miga results\n\n" + table,
                              description="Test metrics of each grid cell, with links to the MLflow runs")
+    create_table_artifact(key="miga-results-table", table=_results_rows(results),
+                          description="Each grid cell's test IC, ICIR, RankIC, long-only AR and IR, "
+                                      "and its MLflow run")
     decisions, preds = [], {}
     if ok:
-        paper_tables = steps.report(home)
-        create_markdown_artifact(key="miga-report", markdown=paper_tables,
+        # the report reads every run in the store: after all stacks, the failed ones too
+        rep = _run(steps.report, home, wait_for=[allow_failure(f) for f in trained])
+        create_markdown_artifact(key="miga-report", markdown=rep.result(),
                                  description="Paper-style Table 1 and Table 2 over all runs in the store")
-        decisions = steps.champion(home, store_fp, ok, config, epochs)
-        preds = steps.next_day_predictions(home, store_fp, sorted({r["cell"]["model"] for r in ok}),
-                                           config, epochs)
+        champ = _run(steps.champion, home, store, ok, config, epochs,
+                     wait_for=[rep, *(f for f in trained if f.state.is_completed())])
+        decisions = champ.result()
+        preds = _run(steps.next_day_predictions, home, store, sorted({r["cell"]["model"] for r in ok}),
+                     config, epochs, wait_for=[champ]).result()
     failed = [r for r in results if "error" in r]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(results)} grid cells failed: "
@@ -144,7 +182,8 @@ def _demo_settings(settings: Settings) -> dict:
     """Prefect settings for the demo, unless the environment sets them: its state (API database,
     cached results) inside the home folder; a startup timeout that suits a busy 2-core machine
     (Prefect's default is 20 s); no block-type registration (the flow uses no blocks, and it is
-    part of the server's start) and no telemetry (these machines may have no route out)."""
+    part of the server's start) and no telemetry (these machines may have no route out): the
+    server's analytics off here; the SDK's (its device id) by DO_NOT_TRACK, see flows/steps.py."""
     from prefect import settings as ps
 
     wanted = {ps.PREFECT_HOME: str(settings.home / "prefect"),
@@ -167,13 +206,35 @@ def run_demo(data: str | None = None, config: str | None = DEMO_CONFIG, home: st
             temporary_api(settings.logs_dir, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(),
                           preload=_preload):
         out = miga(data=data, config=config, home=str(settings.home), epochs=epochs)
-    print("\n" + out["table"])
+    from flows.terminal import print_table
+    from pipeline import tracking
+    from pipeline.evaluation import TABLE1, TABLE2
+    from pipeline.report import results_frame
+
+    # out["table"] is markdown (the Prefect artifact); the terminal gets the same rows aligned
+    rows = results_frame(out["results"], mlflow_ui_url())
+    print()
+    print_table(rows.drop(columns="url").rename(columns=dict(TABLE1 + TABLE2)), keys=3,
+                links={"run": list(rows["url"])}, title="Test metrics of each cell (run: its MLflow run)")
+    decided = {d["model"] for d in out["champion"]}
     for d in out["champion"]:
         print(f"champion {d['model']}: {d['decision']} ({d['reason']})")
+    # No decision for a model whose best version already is its champion (a cached rerun
+    # trains nothing new): say which version that is, from the registry.
+    ours = {r["run_id"] for r in out["results"] if "error" not in r}
+    for model in sorted({r["cell"]["model"] for r in out["results"] if "error" not in r} - decided):
+        mv = tracking.champion_version(settings, model)
+        if mv is not None:
+            why = (mv.tags or {}).get("champion.reason")
+            print(f"champion {model}: unchanged (version {mv.version}, run {mv.run_id[:8]}"
+                  + (", this run's best, is already the champion" if mv.run_id in ours
+                     else ", no registered challenger in this run")
+                  + (f"; promoted: {why})" if why else ")"))
     for k, v in (out["predictions"] or {}).items():
         print(f"next-day predictions: {k}: {v}")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s. Home folder: {settings.home}")
     print("Compare the runs in the MLflow UI:\n"
           f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri} --port 5000\n"
-          "  (or `miga stack start`, then open http://127.0.0.1:5000)")
+          "  (or `miga stack start`), then open "
+          f"http://127.0.0.1:5000/#/experiments{UI_VIEW} (the model-training view)")
     return 0

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pipeline.errors import MigaError
 from pipeline.settings import QUIET_ENV, Settings
+from pipeline.tracking import UI_VIEW
 
 POOL = os.environ.get("MIGA_WORK_POOL", "miga-gpu")
 # The orchestrator's telemetry off too (the library's own services are in QUIET_ENV).
@@ -371,9 +372,9 @@ def start(settings: Settings, workers: int = 1, mlflow: bool = True) -> dict[str
     live = running(settings)
     print(f"stack up: {', '.join(f'{k} (pid {v})' for k, v in live.items())}")
     print(f"logs: {settings.logs_dir}\nPrefect UI: http://{host()}:{prefect_port()}  "
-          f"MLflow UI: http://{host()}:{mlflow_port()}")
+          f"MLflow UI: http://{host()}:{mlflow_port()}/#/experiments{UI_VIEW}")
     print(f"In your shell, point the prefect CLI at this server:\n"
-          f"  export PREFECT_API_URL={api_url()} MIGA_HOME={settings.home}")
+          f"  export PREFECT_API_URL={api_url()} MIGA_HOME={settings.home} DO_NOT_TRACK=1")
     creds = credentials(settings)
     if creds is not None:
         how = (f"set -a; . {shlex.quote(creds.source)}; set +a" if creds.source == str(credentials_path(settings))

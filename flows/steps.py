@@ -1,4 +1,5 @@
-"""Prefect tasks: each wraps one `pipeline` function. No logic worth testing lives here.
+"""Prefect tasks: each wraps one `pipeline` function and logs (`get_run_logger`) what it did,
+from what that function returns. No logic worth testing lives here.
 
 Values flow from step to step: the ingest returns the warehouse's data fingerprint (its report
 holds it), the tensor-store step returns the store's fingerprint, and the stacks, the champion
@@ -8,24 +9,68 @@ Cache keys: ingest on the data folder's file signature; features and store on th
 fingerprint plus the config; training stacks on the store fingerprint, the config (less
 [engine]) and their cells, so a rerun on unchanged inputs skips them (the Prefect UI shows them
 as Cached) and a daily run only pays for what is new.
+
+Telemetry: importing this module puts the project's opt-out (`pipeline.settings.QUIET_ENV`,
+DO_NOT_TRACK=1 unless the environment says otherwise) in the environment before Prefect's
+import reads it (flows/miga.py imports this module first), and keeps Prefect's SDK milestones
+from writing a device id while the opt-out holds (`_quiet_sdk_milestones`).
 """
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pipeline.settings import QUIET_ENV
 
-from flows.cache import folder_signature, stable_key
+for _k, _v in QUIET_ENV.items():   # before `import prefect`: its SDK analytics start on import
+    os.environ.setdefault(_k, _v)
 
-from pipeline.config import load_config
-from pipeline.grid import Cell
-from pipeline.settings import Settings
+from prefect import get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from flows.cache import folder_signature, stable_key  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.grid import Cell  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 
 CACHE_FOR = timedelta(days=30)
 # Cached steps keep their (small, JSON) results: nothing a Prefect worker reads back is unpickled.
 PERSIST = dict(cache_expiration=CACHE_FOR, persist_result=True, result_serializer="json")
+# What a cell's log line and the results table artifact show (keys of a cell result's metrics).
+CELL_METRICS = ("test_ic", "test_icir", "test_rank_ic", "long_only_ar", "long_only_ir")
+
+
+def _quiet_sdk_milestones() -> None:
+    """Honour the telemetry opt-out in Prefect's SDK milestones too. Prefect 3.8 marks a
+    milestone (first flow defined: every `@flow`; first flow run: a flow run's end; first
+    deployment) whenever stdout or stderr is a terminal, and for a new one writes an anonymous
+    device id to $PREFECT_HOME/.sdk_telemetry/device_id (and milestones.json) before it looks
+    at DO_NOT_TRACK or PREFECT_SERVER_ANALYTICS_ENABLED: only the sending checks them
+    (prefect/_internal/analytics/milestones.py, emit.py). No setting turns that off, so while
+    either opt-out holds, marking a milestone does nothing. Installed before the flows' `@flow`."""
+    try:
+        import prefect._internal.analytics as analytics
+        from prefect.settings import get_current_settings
+
+        mark = analytics.try_mark_milestone
+        enabled = analytics.is_telemetry_enabled
+    except (ImportError, AttributeError):   # another Prefect: nothing of this to quiet
+        return
+    if getattr(mark, "miga_quiet", False):
+        return
+
+    def try_mark_milestone(milestone) -> bool:
+        if not enabled() or not get_current_settings().server.analytics_enabled:
+            return False
+        return mark(milestone)
+
+    try_mark_milestone.miga_quiet = True
+    analytics.try_mark_milestone = try_mark_milestone   # Prefect imports it from here at each call
+
+
+_quiet_sdk_milestones()
 
 
 def _settings(home: str) -> Settings:
@@ -35,6 +80,20 @@ def _settings(home: str) -> Settings:
 def _config(config: str | None, epochs: int | None):
     cfg = load_config(config)
     return cfg.with_train(max_epochs=epochs) if epochs else cfg
+
+
+def run_url(result: dict) -> str:
+    """A cell result's page in the MLflow UI (flows/stack.py's `mlflow_ui_url`), "" without a run."""
+    from flows.stack import mlflow_ui_url
+
+    run_id = result.get("run_id")
+    from pipeline.tracking import ui_run_path
+
+    return mlflow_ui_url() + ui_run_path(result.get("experiment_id", ""), run_id) if run_id else ""
+
+
+def _cell_name(cell: dict) -> str:
+    return f"{cell['model']}/{cell['stockset']}/seed {cell['seed']}"
 
 
 def _ingest_key(ctx, p) -> str:
@@ -75,8 +134,11 @@ def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> 
     from pipeline.data.synth import SynthSpec, write_synthetic
 
     out = _settings(home).home / "synthetic"
-    if not (out / "daily.parquet").exists():
+    if (out / "daily.parquet").exists():
+        get_run_logger().info("synthetic data: reusing %s", out)
+    else:
         write_synthetic(out, SynthSpec(n_stocks=stocks, n_days=days, seed=seed))
+        get_run_logger().info("synthetic data: %d stocks x %d days written to %s", stocks, days, out)
     return str(out)
 
 
@@ -86,6 +148,7 @@ def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
     from pipeline.data.ingest import ingest as do_ingest
 
     report = do_ingest(_settings(home), Path(data_dir))
+    get_run_logger().info("%s", report)    # rows per table: in the file -> in the warehouse
     return {"fingerprint": report.fingerprint, "report": str(report)}
 
 
@@ -93,21 +156,36 @@ def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
 def validate(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.data.validate import validate_warehouse
 
-    return str(validate_warehouse(_settings(home), gx="failures"))
+    text = str(validate_warehouse(_settings(home), gx="failures"))
+    get_run_logger().info("data %s: %s", data_fp, text)
+    return text
 
 
 @task(name="features", cache_key_fn=_data_key("features"), **PERSIST)
 def features(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.features.build import build_features
 
-    return str(build_features(_settings(home), _config(config, epochs)))
+    summary = build_features(_settings(home), _config(config, epochs))
+    get_run_logger().info("%s (data %s): %s", "features built" if summary.changed else
+                          "features reused, all tables current", data_fp, summary)
+    return str(summary)
 
 
 @task(name="tensor-store", cache_key_fn=_data_key("store"), **PERSIST)
 def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.store.build import build_store
 
-    return build_store(_settings(home), _config(config, epochs)).fingerprint
+    t0 = time.time()
+    store = build_store(_settings(home), _config(config, epochs))
+    days, stocks, feats = store.shape
+    built = (store.root / "meta.json").stat().st_mtime >= t0
+    extended = store.meta.get("extended_from")
+    get_run_logger().info(
+        "tensor store %s %s: %d days (%s..%s) x %d stocks x %d features, from data %s%s; in %s",
+        store.fingerprint, "built" if built else "reused", days, store.dates[0], store.dates[-1],
+        stocks, feats, data_fp, f", extending store {extended}" if built and extended else "",
+        store.root)
+    return store.fingerprint
 
 
 def plan_stacks(home: str, store_fp: str, cells: list[dict], config: str | None = None) -> list[list[Cell]]:
@@ -122,22 +200,37 @@ def plan_stacks(home: str, store_fp: str, cells: list[dict], config: str | None 
 def train_stack(home: str, store_fp: str, cells: list[dict], config: str | None = None,
                 epochs: int | None = None) -> list[dict]:
     """A stack of cells (one model) trained together; per cell {cell, run_id, experiment_id,
-    metrics} or {cell, error}. Raises (so every cell of it fails) if training failed."""
+    metrics} or {cell, error}, each logged with its test metrics and MLflow run. Raises (so every
+    cell of it fails) if training failed."""
     from pipeline.cell import run_stack
 
     outs = run_stack(_settings(home), _config(config, epochs), [Cell.from_dict(c) for c in cells],
                      store=_store(home, store_fp))
-    return [{"cell": c, "error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else
-            {"cell": c, "run_id": r.run_id, "experiment_id": r.experiment_id,
-             "metrics": {k: float(v) for k, v in r.metrics.items()}}
-            for c, r in zip(cells, outs)]
+    results = [{"cell": c, "error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else
+               {"cell": c, "run_id": r.run_id, "experiment_id": r.experiment_id,
+                "metrics": {k: float(v) for k, v in r.metrics.items()}}
+               for c, r in zip(cells, outs)]
+    log = get_run_logger()
+    for r in results:
+        if "error" in r:
+            log.error("%s failed: %s", _cell_name(r["cell"]), r["error"])
+            continue
+        m = r["metrics"]
+        log.info("%s: %s; MLflow run %s: %s", _cell_name(r["cell"]),
+                 ", ".join(f"{k} {m[k]:.4f}" for k in CELL_METRICS if k in m), r["run_id"], run_url(r))
+    return results
 
 
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
 def report(home: str) -> str:
     from pipeline.report import build_report
 
-    return build_report(_settings(home)).markdown
+    settings = _settings(home)
+    rep = build_report(settings)
+    get_run_logger().info("paper tables over %d runs on tensor store %s: %s; MLflow run %s",
+                          len(rep.runs), rep.store_fingerprint, settings.reports_dir / "report.md",
+                          rep.run_id or "(not logged)")
+    return rep.markdown
 
 
 @task(name="champion", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
@@ -145,8 +238,17 @@ def champion(home: str, store_fp: str, results: list[dict], config: str | None =
              epochs: int | None = None) -> list[dict]:
     from pipeline.champion import challenge
 
-    return [d.as_dict() for d in challenge(_settings(home), _config(config, epochs), results,
-                                           _store(home, store_fp))]
+    decisions = [d.as_dict() for d in challenge(_settings(home), _config(config, epochs), results,
+                                                _store(home, store_fp))]
+    log = get_run_logger()
+    for d in decisions:
+        log.info("champion %s: %s version %s (run %s): %s (metric %s over %s..%s on %s)",
+                 d["model"], d["decision"], d["challenger_version"], d["challenger_run"], d["reason"],
+                 d["metric"], *d["window"], d["stockset"])
+    for model in sorted({r["cell"]["model"] for r in results} - {d["model"] for d in decisions}):
+        log.info("champion %s: no change (no registered challenger, or the best one already is "
+                 "the champion)", model)
+    return decisions
 
 
 @task(name="next-day-predictions", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
@@ -154,4 +256,11 @@ def next_day_predictions(home: str, store_fp: str, models: list[str], config: st
                          epochs: int | None = None) -> dict:
     from pipeline.next_day import predict_next_day
 
-    return predict_next_day(_settings(home), _config(config, epochs), models, _store(home, store_fp))
+    written = predict_next_day(_settings(home), _config(config, epochs), models, _store(home, store_fp))
+    log = get_run_logger()
+    for key, n in written.items():
+        log.info("next-day predictions %s: %d rows written to the warehouse table `predictions`",
+                 key, n)
+    if not written:
+        log.info("next-day predictions: none (no champion among %s)", ", ".join(models))
+    return written

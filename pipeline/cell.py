@@ -30,8 +30,8 @@ import pandas as pd
 
 from pipeline.config import SEGMENT_NAMES, Config
 from pipeline.errors import MigaError, interrupted
-from pipeline.evaluation import (PREDICTION_COLUMNS, SUMMARY, evaluate, index_benchmark,
-                                 with_execution)
+from pipeline.evaluation import (HEADLINE, PREDICTION_COLUMNS, SUMMARY, evaluate,
+                                 index_benchmark, with_execution)
 from pipeline.grid import Cell
 from pipeline.settings import Settings
 
@@ -154,7 +154,9 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
             tags = _tags(cell, store, device, key)
             if len(cells) > 1:
                 tags["stack"] = ",".join(c.name for c in cells)
-            tracking.start_cell(settings, run_id, tags, _params(config, cell, store))
+            tracking.start_cell(settings, run_id, tags, _params(config, cell, store),
+                                dataset={"name": f"tensor store {store.fingerprint} / {cell.stockset}",
+                                         "digest": store.fingerprint, "path": str(store.root)})
     try:
         trained = _train(settings, config, slots, store, device, progress)
     except BaseException as e:
@@ -167,9 +169,9 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
         try:
             with tracking.active_run(settings, s.run_id):
                 evaluated = _evaluate(settings, config, s.cell, store, device, tr)
-                _log(config, s.cell, store, tr, evaluated, register)
+                version = _log(config, s.cell, store, tr, evaluated, register)
                 seconds = time.perf_counter() - t_start
-                tracking.log_metrics({"run_seconds": seconds})
+                tracking.log_cell_metrics({"run_seconds": seconds})
         except Exception as e:  # this cell's run is FAILED; the others are still logged
             out.append(e)
             continue
@@ -181,7 +183,21 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
                               history=res.history, best_epoch=res.best_epoch, seconds=seconds,
                               notes=evaluated.notes, predictions=evaluated.pred,
                               returns=evaluated.returns))
+        _describe(settings, out[-1], version)
     return out
+
+
+def _describe(settings: Settings, result: CellResult, version: str | None) -> None:
+    """The run's description is the summary `miga train` prints; its registered version (if
+    any) carries the same text and its cell and test metrics as tags."""
+    from pipeline import tracking
+
+    text = result.summary()
+    tracking.describe_run(settings, result.run_id, text)
+    if version is not None:
+        tags = {"stockset": result.stockset, "seed": result.seed, "run_id": result.run_id,
+                **{k: f"{result.metrics[k]:.4f}" for k in HEADLINE if k in result.metrics}}
+        tracking.describe_version(settings, result.model, version, text, tags)
 
 
 def _check_member_days(store, stockset: str) -> None:
@@ -219,6 +235,7 @@ def _params(config: Config, cell: Cell, store) -> dict:
     recipe = {f"train.{k}": v for k, v in asdict(config.train_for(cell.model)).items()}
     hyper = {f"model.{k}": v for k, v in config.model_overrides(cell.model, cell.stockset).items()}
     return {**config.flat(), **recipe, **hyper, "model.name": cell.model,
+            "stockset": cell.stockset, "seed": cell.seed,     # also params: the compare view plots only these
             "model.d_feat": len(store.feature_names), "model.d_market": len(store.market_names),
             "data.n_instruments": len(store.instruments)}
 
@@ -320,28 +337,32 @@ def _expert_usage_by_set(model, store, stockset, device,
 
 
 def _log(config: Config, cell: Cell, store, trained: _Trained, ev: _Evaluated,
-         register: bool) -> None:
-    """Metrics, plots, tables, config and the model, to the active MLflow run."""
+         register: bool) -> str | None:
+    """Metrics, plots, tables, config and the model, to the active MLflow run. Returns the
+    registered model version (None when not registered)."""
     from pipeline import plots, tracking
     from pipeline.loader import DayLoader
     from pipeline.models import model_state
 
     res = trained.fit
-    # valid_ic / valid_rank_ic are also per-epoch curves: the final values (best epoch's
-    # weights) go one step after the last epoch so that they are the run's latest values.
-    tracking.log_metrics(ev.metrics, step=res.epochs_run + 1)
+    # One value each, in sections (test/, valid/best_*, backtest/, run/: tracking.metric_name);
+    # the per-epoch curves are train/*, valid/* (tracking.EPOCH_METRICS).
+    tracking.log_cell_metrics(ev.metrics)
     tracking.set_tag("index_benchmark", "yes" if ev.has_index else "absent")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         ev.pred.to_parquet(t / "predictions.parquet", index=False)
         ev.returns.reset_index().to_parquet(t / "portfolio_returns.parquet", index=False)
         ev.daily.reset_index().to_parquet(t / "daily_ic.parquet", index=False)
-        title = f"{cell.model} / {cell.stockset} / seed {cell.seed}"
-        plots.cumulative_returns(ev.returns, t / "cumulative_excess_return.png", title)
-        plots.daily_ic(ev.daily, t / "daily_ic.png", title=title)
-        plots.training_curves(res.history, t / "training_curves.png", title)
+        title, bt = f"{cell.model} / {cell.stockset} / seed {cell.seed}", config.backtest
+        tracking.log_figure(plots.cumulative_returns(
+            ev.returns, title, universe=cell.stockset, top_frac=bt.top_frac, buy_cost=bt.buy_cost,
+            sell_cost=bt.sell_cost, days_per_year=bt.days_per_year), "plots/cumulative_returns.png")
+        tracking.log_figure(plots.daily_ic(ev.daily, title), "plots/daily_ic.png")
+        tracking.log_figure(plots.training_curves(res.history, title, best_epoch=res.best_epoch),
+                            "plots/training_curves.png")
         if ev.usage:
-            plots.expert_usage(ev.usage, t / "expert_usage.png", title)
+            tracking.log_figure(plots.expert_usage(ev.usage, title), "plots/expert_usage.png")
             np.savez(t / "expert_usage.npz", **ev.usage)
         tracking.log_files(sorted(t.iterdir()))
     tracking.log_json(asdict(config), "config/config.json")
@@ -355,4 +376,5 @@ def _log(config: Config, cell: Cell, store, trained: _Trained, ev: _Evaluated,
     example = tracking.pack_input(b0.x[:, :n_ex].numpy(), b0.market.numpy())
     state = model_state(trained.model, cell.model, len(store.feature_names), len(store.market_names),
                         config.model_overrides(cell.model, cell.stockset), store.window)
-    tracking.log_model(trained.model, state, example, register=register)
+    name = f"{cell.model}-{cell.stockset}-seed{cell.seed}"     # the logged model, named after its cell
+    return tracking.log_model(trained.model, state, example, name=name, register=register)

@@ -48,7 +48,8 @@ def predict_next_day(settings: Settings, config: Config, models: list[str], stor
     """Score the latest market day of `store` with each model's champion, for every stock set.
 
     Writes the warehouse `predictions` table and logs the same rows as an MLflow artifact
-    (experiment `miga-predictions`). Returns "model/stockset" -> rows written.
+    (experiment `miga-predictions`, one run per signal date, tagged with each champion's
+    version and run). Returns "model/stockset" -> rows written.
     """
     from pipeline import tracking
     from pipeline.champion import load_run_model
@@ -76,5 +77,7 @@ def predict_next_day(settings: Settings, config: Config, models: list[str], stor
     write_predictions(settings, out)
     path = settings.reports_dir / "next_day_predictions.parquet"
     out.to_parquet(path, index=False)
-    tracking.log_next_day(settings, path, str(out["date"].max().date()))
+    champions = {m: f"version {v} (run {r})" for (m, v, r), _ in
+                 out.groupby(["model", "model_version", "run_id"])}
+    tracking.log_next_day(settings, path, str(out["date"].max().date()), champions)
     return {f"{m}/{s}": int(n) for (m, s), n in out.groupby(["model", "stockset"]).size().items()}

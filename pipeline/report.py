@@ -4,7 +4,9 @@ table of one grid (`results_table`).
 
 Rows are models, columns the metrics per stock set and their average; cells are
 "mean (std)" over seeds (std with ddof=1, "-" for a single seed); the best mean of each column
-is in bold. The average column pools every (stock set, seed) value of a model that has runs on
+is in bold. The tables are pandas frames of formatted cells (`Table`): markdown by
+`DataFrame.to_markdown` (tabulate), HTML by pandas' `Styler` (the best cells get the class `best`,
+set in bold). The average column pools every (stock set, seed) value of a model that has runs on
 all the table's stock sets. Only finished runs on one tensor store are used (by default that of
 the most recent run), and for a repeated (model, stock set, seed) the latest run counts.
 """
@@ -19,6 +21,7 @@ import pandas as pd
 from pipeline.errors import MigaError
 from pipeline.evaluation import HEADLINE, TABLE1, TABLE2, TABLE_NET
 from pipeline.settings import Settings
+from pipeline.tracking import ui_run_path
 # Paper order and type of each model (Table 1: baselines, SoTA models, MIGA), then the anchors.
 MODEL_ROWS = (("tcn", "TCN", "Baselines"), ("lstm", "LSTM", "Baselines"),
               ("transformer", "Transformer", "Baselines"), ("mamba", "Mamba", "SoTA models"),
@@ -35,12 +38,36 @@ AVERAGE = "Average"
 
 
 @dataclass
+class Table:
+    """One table of the report: formatted cells ("mean (std)", "" where a model has no runs)
+    under their header, and a frame of the same shape that marks each column's best mean."""
+    title: str
+    cells: pd.DataFrame
+    best: pd.DataFrame
+
+    def markdown(self) -> str:
+        bold = self.best & self.cells.ne("")
+        return (self.cells.mask(bold, "**" + self.cells + "**")
+                .to_markdown(index=False, disable_numparse=True))
+
+    def html(self, uuid: str = "") -> str:
+        """The table as HTML (pandas' Styler): values escaped, the best cells in bold."""
+        return (self.cells.style.hide(axis="index")
+                .format(escape="html").format_index(escape="html", axis=1)
+                .set_td_classes(self.best.replace({True: "best", False: ""}))
+                .set_table_styles([{"selector": "td.best", "props": "font-weight: bold"}])
+                .set_uuid(uuid or "table").to_html())
+
+
+@dataclass
 class Report:
     markdown: str
     html: str
     runs: pd.DataFrame = field(repr=False)       # one row per run used: model, stockset, seed, metrics
     store_fingerprint: str = ""                  # the tensor store the runs trained on
     run_id: str = ""                             # the MLflow run holding the report artifacts
+    intro: str = ""                              # the paragraph above the tables
+    tables: list[Table] = field(default_factory=list, repr=False)   # Table 1, Table 2, TopkDropout
 
 
 def _store_tag(tags: dict) -> str:
@@ -101,8 +128,8 @@ def table(runs: pd.DataFrame, metrics) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["model", "stockset", "metric", "mean", "std", "n"])
 
 
-def _cells(long: pd.DataFrame, runs: pd.DataFrame, metrics, digits: int):
-    """Header and rows of formatted cells, with a bold flag for the best mean of each column."""
+def _cells(long: pd.DataFrame, runs: pd.DataFrame, metrics, digits: int, title: str = "") -> Table:
+    """The formatted cells, with the best mean of each column marked."""
     sets = _stocksets(runs) + ([AVERAGE] if len(_stocksets(runs)) > 1 else [])
     cols = [(s, k, name) for s in sets for k, name in metrics]
     best = {}
@@ -124,22 +151,8 @@ def _cells(long: pd.DataFrame, runs: pd.DataFrame, metrics, digits: int):
             txt = f"{m:.{digits}f} ({'-' if math.isnan(sd) else f'{sd:.{digits}f}'})"
             cells.append((txt, best[(s, k)] is not None and m == best[(s, k)]))
         rows.append(cells)
-    return header, rows
-
-
-def _markdown(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lines.append("| " + " | ".join(f"**{t}**" if b and t else t for t, b in r) + " |")
-    return "\n".join(lines)
-
-
-def _html(header, rows) -> str:
-    h = "".join(f"<th>{html_lib.escape(c)}</th>" for c in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{'<b>' if b else ''}{html_lib.escape(t)}{'</b>' if b else ''}</td>"
-                         for t, b in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    return Table(title, pd.DataFrame([[t for t, _ in r] for r in rows], columns=header, dtype=object),
+                 pd.DataFrame([[b for _, b in r] for r in rows], columns=header, dtype=bool))
 
 
 def build_report(settings: Settings, experiment: str = "miga", store_fingerprint: str | None = None,
@@ -159,12 +172,14 @@ def build_report(settings: Settings, experiment: str = "miga", store_fingerprint
              "equal-weighted members and IR net of costs, its own AR, the excess before costs, "
              "mean weight bought a day, costs a year.")
     parts_md, parts_html = [f"# MIGA results\n\n{intro}\n"], [f"<h1>MIGA results</h1><p>{html_lib.escape(intro)}</p>"]
-    for title, metrics, digits in (("Table 1: ranking metrics (test)", TABLE1, 3),
-                                   ("Table 2: portfolios (test)", TABLE2, 2),
-                                   ("TopkDropout, net of costs (test)", TABLE_NET, 2)):
-        header, rows = _cells(table(runs, metrics), runs, metrics, digits)
-        parts_md.append(f"## {title}\n\n{_markdown(header, rows)}\n")
-        parts_html.append(f"<h2>{html_lib.escape(title)}</h2>{_html(header, rows)}")
+    tables = []
+    for i, (title, metrics, digits) in enumerate((("Table 1: ranking metrics (test)", TABLE1, 3),
+                                                  ("Table 2: portfolios (test)", TABLE2, 2),
+                                                  ("TopkDropout, net of costs (test)", TABLE_NET, 2))):
+        t = _cells(table(runs, metrics), runs, metrics, digits, title)
+        tables.append(t)
+        parts_md.append(f"## {title}\n\n{t.markdown()}\n")
+        parts_html.append(f"<h2>{html_lib.escape(title)}</h2>{t.html(f'table{i + 1}')}")
     md = "\n".join(parts_md)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>MIGA results</title>"
             "<style>table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;"
@@ -181,28 +196,40 @@ def build_report(settings: Settings, experiment: str = "miga", store_fingerprint
         run_id = tracking.log_report(
             settings, experiment, {"store_fingerprint": fp}, {"runs": len(runs)},
             [settings.reports_dir / n for n in ("report.md", "report.html", "report_runs.csv")])
-    return Report(markdown=md, html=page, runs=runs, store_fingerprint=fp, run_id=run_id)
+    return Report(markdown=md, html=page, runs=runs, store_fingerprint=fp, run_id=run_id,
+                  intro=intro, tables=tables)
 
 
-def results_table(rows: list[dict], mlflow_ui: str | None = None) -> str:
-    """Markdown table of one grid's cells: one row per cell, the headline metrics, a link to
-    each cell's MLflow run.
+def results_frame(rows: list[dict], mlflow_ui: str | None = None) -> pd.DataFrame:
+    """One grid's cells as a frame of display strings: model, stockset, seed, the headline
+    metrics (4 decimals; "failed" under the first for a failed cell), `run` (the run id's first 8
+    characters, or a failed cell's error) and `url` (the run's page in the MLflow UI, or "").
 
     Each row is {"cell": Cell-as-dict, "run_id": str, "metrics": {...}} or {"cell", "error"}.
     """
-    head = ["model", "stockset", "seed", *HEADLINE, "run"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out = []
     for r in rows:
         c = r["cell"]
         if "error" in r:
             vals = ["failed"] + [""] * (len(HEADLINE) - 1)
-            link = r["error"][:80].replace("|", "/")
+            run, url = r["error"][:80], ""
         else:
             m = r.get("metrics", {})
             vals = [f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "" for k in HEADLINE]
             run_id = r.get("run_id", "")
-            exp = r.get("experiment_id", "")
-            link = (f"[{run_id[:8]}]({mlflow_ui}/#/experiments/{exp}/runs/{run_id})"
-                    if mlflow_ui and run_id else run_id[:8])
-        lines.append("| " + " | ".join([c["model"], c["stockset"], str(c["seed"]), *vals, link]) + " |")
-    return "\n".join(lines)
+            run = run_id[:8]
+            url = (mlflow_ui + ui_run_path(r.get("experiment_id", ""), run_id)
+                   if mlflow_ui and run_id else "")
+        out.append([c["model"], c["stockset"], str(c["seed"]), *vals, run, url])
+    return pd.DataFrame(out, columns=["model", "stockset", "seed", *HEADLINE, "run", "url"], dtype=object)
+
+
+def results_table(rows: list[dict], mlflow_ui: str | None = None) -> str:
+    """Markdown table of one grid's cells (`results_frame`): one row per cell, the headline
+    metrics, a link to each cell's MLflow run. Rows are not padded (to_markdown would pad
+    every row to the longest link): the Prefect artifact renders it, and it stays short raw."""
+    df = results_frame(rows, mlflow_ui)
+    link = [f"[{run}]({url})" if url else run.replace("|", "/") for run, url in zip(df["run"], df["url"])]
+    body = df.drop(columns=["run", "url"]).assign(run=link)
+    return "\n".join(["| " + " | ".join(body.columns) + " |", "|" + "---|" * body.shape[1]]
+                     + ["| " + " | ".join(r) + " |" for r in body.itertuples(index=False)])

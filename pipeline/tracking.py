@@ -8,7 +8,8 @@ under `settings.mlflow_artifacts`.
 
 Tags of a training run: `model`, `stockset`, `seed`, `store_fingerprint` (the tensor store it
 trained on), `data_fingerprint` (the warehouse inputs that store was built from), `git_commit`,
-`device`, `run_key`.
+`device`, `run_key`, MLflow's source tags and its description (`mlflow.note.content`); its input
+dataset is the tensor store (digest = its fingerprint). Per-epoch curves: `EPOCH_METRICS`.
 """
 from __future__ import annotations
 
@@ -28,11 +29,25 @@ from pipeline.settings import Settings
 
 EXPERIMENT = "miga"
 PREDICTIONS_EXPERIMENT = "miga-predictions"
+REPORTS_SUFFIX = "-reports"                     # `miga report` of experiment X logs to X-reports
+# MLflow 3 marks an experiment's kind with this tag (its experiment page shows it). The UI of
+# 3.17 opens on its global GenAI/Model-training switch (default GenAI, kept in the browser) and
+# not on the tag, so every UI link the project prints also carries UI_VIEW.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+UI_VIEW = "?workflowType=machine_learning"     # the UI's "Model training" view
+
+
+def ui_run_path(experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI, after the UI's base URL, in the model-training view."""
+    return f"/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
+# Per-epoch curves, named in sections as MLflow groups its charts (the prefix before "/").
+EPOCH_METRICS = {"train_loss": "train/loss", "train_ic": "train/ic", "valid_ic": "valid/ic",
+                 "valid_rank_ic": "valid/rank_ic", "valid_loss": "valid/loss",
+                 "expert_entropy": "train/expert_entropy", "epoch_seconds": "time/epoch_seconds",
+                 "train_seconds": "time/train_seconds",
+                 "best_iteration": "train/best_iteration", "ridge_alpha": "train/ridge_alpha"}
 CHAMPION = "champion"                           # the registered-model alias of the champion
 STATE_ARTIFACT = "model_state/model_state.pt"   # state_dict + how to rebuild the model
-EPOCH_KEYS = ("train_loss", "train_ic", "valid_ic", "valid_rank_ic", "epoch_seconds",
-              "train_seconds", "expert_entropy",
-              "best_iteration", "valid_loss", "ridge_alpha")   # the anchors' one record (pipeline/anchors.py)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,9 +67,12 @@ def setup(settings: Settings, experiment: str = EXPERIMENT) -> str:
     with _home_lock(settings, "mlflow-setup"):
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is not None:
+            if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:     # made by an earlier version
+                _client(settings).set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return exp.experiment_id
         loc = (Path(settings.mlflow_artifacts) / experiment).resolve().as_uri()
-        return mlflow.create_experiment(experiment, artifact_location=loc)
+        return mlflow.create_experiment(experiment, artifact_location=loc,
+                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
 
 
 @contextmanager
@@ -127,15 +145,54 @@ def fail_run(settings: Settings, run_id: str, status: str = "FAILED") -> None:
     _client(settings).set_terminated(run_id, status=status)
 
 
-def start_cell(settings: Settings, run_id: str, tags: dict[str, str], params: dict[str, Any]) -> None:
-    """Tags and params of a new training run."""
+def start_cell(settings: Settings, run_id: str, tags: dict[str, str], params: dict[str, Any],
+               dataset: dict[str, str] | None = None) -> None:
+    """Tags and params of a new training run; `dataset` {name, digest, path}: the tensor store
+    it trains on, as the run's input (MLflow's Dataset column, filterable by `dataset.digest`)."""
     from mlflow.entities import Param, RunTag
 
     client = _client(settings)
     items = [Param(k, "" if v is None else str(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):                  # MLflow takes 100 params a batch
         client.log_batch(run_id, params=items[i:i + 100])
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**source_tags(), **tags}.items()])
+    if dataset:
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        ds = MetaDataset(source=LocalArtifactDatasetSource(dataset["path"]), name=dataset["name"],
+                         digest=dataset["digest"])
+        client.log_inputs(run_id, datasets=[DatasetInput(
+            ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])])
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags (its auto-detection finds no git repository under the console
+    script): the commit, the repository and what ran."""
+    import sys
+
+    from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL, MLFLOW_SOURCE_NAME,
+                                          MLFLOW_SOURCE_TYPE)
+
+    commit = git_commit()
+    args = [a for a in sys.argv[1:] if not a.startswith("--home")]
+    if "--home" in sys.argv[1:-1]:            # `miga --home H train`: what ran is `miga train`
+        args.remove(sys.argv[sys.argv.index("--home") + 1])
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    command = next((a for a in args if not a.startswith("-")), "")
+    out = {MLFLOW_SOURCE_NAME: f"{prog} {command}".strip() if prog == "miga" else prog,
+           MLFLOW_SOURCE_TYPE: "LOCAL", MLFLOW_GIT_REPO_URL: str(ROOT)}
+    if commit != "unknown":
+        out[MLFLOW_GIT_COMMIT] = commit.removesuffix("-dirty")
+    return out
+
+
+def describe_run(settings: Settings, run_id: str, text: str) -> None:
+    """The run's description (what the MLflow run page shows on top): a fenced block of `text`."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    _client(settings).set_tag(run_id, MLFLOW_RUN_NOTE, f"```\n{text}\n```")
 
 
 def set_tag(key: str, value: str) -> None:
@@ -151,7 +208,7 @@ def log_epoch(settings: Settings, run_id: str, record: dict) -> None:
     from mlflow.entities import Metric
 
     ts, step = int(time.time() * 1000), int(record["epoch"])
-    vals = _finite({k: record[k] for k in EPOCH_KEYS if k in record})
+    vals = _finite({name: record[k] for k, name in EPOCH_METRICS.items() if k in record})
     _client(settings).log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v in vals.items()])
 
 
@@ -159,6 +216,43 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     import mlflow
 
     mlflow.log_metrics(_finite(metrics), step=step)
+
+
+_BACKTEST = ("long_only", "long_short", "topk", "turnover")
+
+
+def metric_name(key: str) -> str:
+    """A cell's summary metric (`pipeline.evaluation`'s flat key) as MLflow shows it, in the
+    section MLflow groups its charts by: test_ic -> test/ic, valid_ic (the best epoch's, scored
+    again) -> valid/best_ic, long_only_ar -> backtest/long_only_ar, the rest run/<key>."""
+    if key.startswith("test_"):
+        return "test/" + key[5:]
+    if key.startswith("valid_"):
+        return "valid/best_" + key[6:]
+    return ("backtest/" if key.startswith(_BACKTEST) else "run/") + key
+
+
+def metric_key(name: str) -> str:
+    """The flat key of a logged metric name: the inverse of `metric_name`; names of runs logged
+    before the sections (flat already) and the per-epoch curves are returned unchanged."""
+    section, _, rest = name.partition("/")
+    if section == "test" and rest:
+        return "test_" + rest
+    if section == "valid" and rest.startswith("best_"):
+        return "valid_" + rest[5:]
+    if section in ("backtest", "run") and rest:
+        return rest
+    return name
+
+
+def log_cell_metrics(metrics: dict[str, float]) -> None:
+    """A cell's summary metrics to the active run, one value each, under `metric_name`."""
+    log_metrics({metric_name(k): v for k, v in metrics.items()})
+
+
+def _flat(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics under their flat keys (sectioned and earlier runs read alike)."""
+    return {metric_key(k): v for k, v in metrics.items()}
 
 
 def log_figure(fig, artifact_file: str) -> None:
@@ -203,7 +297,7 @@ def find_cell_run(settings: Settings, model: str, stockset: str, seed: int,
         raise LookupError(f"no finished run for {model}/{stockset}/seed {seed} in {experiment!r}")
     r = runs[0]
     return {"run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
-            "metrics": dict(r.data.metrics)}
+            "metrics": _flat(r.data.metrics)}
 
 
 def finished_runs(settings: Settings, experiment: str = EXPERIMENT) -> list[dict] | None:
@@ -216,30 +310,46 @@ def finished_runs(settings: Settings, experiment: str = EXPERIMENT) -> list[dict
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=5000)
     return [{"run_id": r.info.run_id, "start": r.info.start_time, "tags": dict(r.data.tags),
-             "metrics": dict(r.data.metrics)} for r in runs]
+             "metrics": _flat(r.data.metrics)} for r in runs]
 
 
 def log_report(settings: Settings, experiment: str, tags: dict[str, str],
                metrics: dict[str, float], files) -> str:
-    """A run named `report` in `experiment` holding the report's files; returns its id."""
+    """The report's files in a run named `report <experiment>` of its own experiment
+    (`<experiment>-reports`), not among the training runs. One run per reported experiment:
+    a second `miga report` updates it (files replaced, metrics a new step). Returns its id."""
+    return _upsert_run(settings, experiment + REPORTS_SUFFIX, f"report {experiment}",
+                       {"kind": "report", "report_of": experiment, **tags}, metrics, files)
+
+
+def log_next_day(settings: Settings, path: Path, signal_date: str,
+                 champions: dict[str, str] | None = None) -> str:
+    """The next-day predictions file as a run of `PREDICTIONS_EXPERIMENT`, one per signal date
+    (a rerun for the same date updates it); `champions`: model -> "version N (run ID)" of the
+    champion that scored it, as tags. Returns the run id."""
+    tags = {"kind": "next-day-predictions", "signal_date": signal_date,
+            **{f"champion.{m}": v for m, v in (champions or {}).items()}}
+    return _upsert_run(settings, PREDICTIONS_EXPERIMENT, f"next-day {signal_date}", tags, {}, [path])
+
+
+def _upsert_run(settings: Settings, experiment: str, run_name: str, tags: dict[str, str],
+                metrics: dict[str, float], files) -> str:
+    """The finished run of `experiment` named `run_name`, created or reopened, with `tags`,
+    `metrics` and `files` (same names replace the old ones)."""
     import mlflow
 
     exp_id = setup(settings, experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
-        mlflow.set_tags({"kind": "report", **tags})
-        log_metrics(metrics)
+    found = _client(settings).search_runs(
+        [exp_id], f"attributes.run_name = '{_q(run_name)}'", max_results=1,
+        order_by=["attributes.start_time DESC"])
+    run_id = found[0].info.run_id if found else None
+    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id,
+                          run_name=None if run_id else run_name) as run:
+        mlflow.set_tags(tags)
+        if metrics:
+            step = len(_client(settings).get_metric_history(run.info.run_id, next(iter(metrics))))
+            log_metrics(metrics, step=step)
         log_files(files)
-        return run.info.run_id
-
-
-def log_next_day(settings: Settings, path: Path, signal_date: str) -> str:
-    """The next-day predictions file as a run of `PREDICTIONS_EXPERIMENT`; returns its id."""
-    import mlflow
-
-    exp_id = setup(settings, PREDICTIONS_EXPERIMENT)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"next-day {signal_date}") as run:
-        mlflow.set_tags({"kind": "next-day-predictions", "signal_date": signal_date})
-        log_files([path])
         return run.info.run_id
 
 
@@ -317,11 +427,11 @@ def pack_input(x: np.ndarray, market: np.ndarray) -> np.ndarray:
     return np.concatenate([x, m], axis=-1).astype(np.float32)
 
 
-def log_model(model, state: dict, example: np.ndarray, register: bool = True) -> str | None:
-    """Log the trained model twice: as an MLflow model (pickled, with an input example and
-    explicit pip requirements, registered under its model name) and as the plain state
-    (`pipeline.models.model_state`) that `load_model_state` reads back without pickles.
-    Returns the model URI.
+def log_model(model, state: dict, example: np.ndarray, name: str, register: bool = True) -> str | None:
+    """Log the trained model twice: as an MLflow model named `name` (the cell's name; pickled,
+    with an input example and explicit pip requirements, registered under its model name when
+    `register`) and as the plain state (`pipeline.models.model_state`) that `load_model_state`
+    reads back without pickles. Returns the registered version, or None.
 
     The pickle format is used because torch.export (MLflow's pt2 default) cannot trace the
     data-dependent top-k routing and masking of several models."""
@@ -347,11 +457,22 @@ def log_model(model, state: dict, example: np.ndarray, register: bool = True) ->
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, state["window"], d_feat + d_market))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]))
     info = mlflow.pytorch.log_model(
-        serving, name="model", input_example=example, signature=signature,
+        serving, name=name, input_example=example, signature=signature,
         pip_requirements=pip_requirements(),
         serialization_format="pickle",
         registered_model_name=state["model_name"] if register else None)
-    return info.model_uri
+    version = getattr(info, "registered_model_version", None)
+    return str(version) if version is not None else None
+
+
+def describe_version(settings: Settings, model: str, version: str, text: str,
+                     tags: dict[str, str]) -> None:
+    """A registered version says what it is: a description and tags (stock set, seed, run,
+    test metrics) that the registry's version table shows and filters."""
+    client = _client(settings)
+    client.update_model_version(model, version, description=text)
+    for k, v in tags.items():
+        client.set_model_version_tag(model, version, k, str(v))
 
 
 # What `pipeline.models.model_state` holds, and the type of each entry.

@@ -12,7 +12,7 @@ from tests.synthetic_store import make_store
 
 SMALL_LGBM = dict(num_leaves=8, max_depth=3, lambda_l1=0.0, lambda_l2=1.0, num_boost_round=300,
                   early_stopping_rounds=10, num_threads=1)
-ANCHOR_CURVES = {"best_iteration", "valid_loss", "ridge_alpha"}   # the anchors' own record keys
+ANCHOR_CURVES = {"train/best_iteration", "valid/loss", "train/ridge_alpha"}   # the anchors' own record
 COMMON = {"model.name", "model.d_feat", "model.d_market"}
 
 
@@ -59,7 +59,7 @@ def test_an_anchor_run_looks_like_a_neural_run(name, runs):
     assert own(anchor) == {f"model.{k}" for k in (SMALL_LGBM if name == "lgbm" else {})}
     extra = set(anchor.data.metrics) - set(neural.data.metrics)
     assert set(neural.data.metrics) <= set(anchor.data.metrics) and extra <= ANCHOR_CURVES, extra
-    assert anchor.data.metrics["epochs_run"] == anchor.data.metrics["best_epoch"] == 1
+    assert anchor.data.metrics["run/epochs_run"] == anchor.data.metrics["run/best_epoch"] == 1
     arts = lambda r: {a.path for a in client.list_artifacts(r.info.run_id)}  # noqa: E731
     assert arts(anchor) == arts(neural)
     assert [v.run_id for v in client.search_model_versions(f"name='{name}'")] == [res[name].run_id]
@@ -99,5 +99,5 @@ def test_lgbm_run_logs_its_early_stopping_round(runs):
 
     settings, _, res = runs
     m = MlflowClient(settings.mlflow_uri).get_run(res["lgbm"].run_id).data.metrics
-    assert 1 <= m["best_iteration"] < SMALL_LGBM["num_boost_round"]
-    assert m["valid_loss"] > 0
+    assert 1 <= m["train/best_iteration"] < SMALL_LGBM["num_boost_round"]
+    assert m["valid/loss"] > 0

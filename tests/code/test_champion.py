@@ -31,7 +31,8 @@ def test_alias_moves_to_a_better_challenger_and_not_to_a_worse_one(settings, tmp
                                   store.market[None, 10:15])
     tracking.setup(settings)
     with mlflow.start_run(experiment_id=good.experiment_id, run_name="worse") as run:
-        tracking.log_model(bad_model, model_state(bad_model, "tcn", 6, 3, {}, 5), example, register=True)
+        tracking.log_model(bad_model, model_state(bad_model, "tcn", 6, 3, {}, 5), example,
+                           name="tcn-large-seed0-worse", register=True)
         bad_id = run.info.run_id
 
     client = MlflowClient(settings.mlflow_uri)
@@ -51,3 +52,9 @@ def test_alias_moves_to_a_better_challenger_and_not_to_a_worse_one(settings, tmp
     assert client.get_run(bad_id).data.tags["champion.decision"] == "kept"
     log = (settings.reports_dir / "champion_log.jsonl").read_text().splitlines()
     assert [line.count('"promoted"') for line in log] == [1, 1, 0]
+
+    # Both at once: the worse one is tagged as having lost, on its version and its run.
+    challenge(settings, cfg, _cells(bad_id) + _cells(good.run_id), store=store)
+    assert client.get_model_version("tcn", version[bad_id]).tags["champion.decision"] == "lost"
+    assert client.get_run(bad_id).data.tags["champion.decision"] == "lost"
+    assert client.get_model_version_by_alias("tcn", "champion").version == version[good.run_id]

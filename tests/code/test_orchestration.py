@@ -38,5 +38,5 @@ def test_results_table_links_runs_and_shows_failures():
              "experiment_id": "1", "metrics": {"test_ic": 0.05}},
             {"cell": {"model": "lstm", "stockset": "csi300", "seed": 0}, "error": "boom"}]
     md = results_table(rows, "http://127.0.0.1:5000")
-    assert "[abcdef12](http://127.0.0.1:5000/#/experiments/1/runs/abcdef123456)" in md
+    assert "[abcdef12](http://127.0.0.1:5000/#/experiments/1/runs/abcdef123456?workflowType=machine_learning)" in md
     assert "| lstm | csi300 | 0 | failed" in md and "0.0500" in md

@@ -77,7 +77,12 @@ def test_tables_mean_std_over_seeds_average_and_bold(store_with_runs):
     assert _row(tk, "TCN")[turnover] == "**0.41 (0.01)**"       # 10 x 0.041 < 10 x 0.052
     assert _row(tk, "MIGA-Conv")[turnover] == "0.52 (0.03)"
     assert rep.store_fingerprint == "fpA" and len(rep.runs) == 8
-    assert re.search(r"<b>0\.052 \(0\.003\)</b>", rep.html)
+    # HTML (pandas' Styler): the same cells, the best ones of class `best`, which is bold
+    assert re.search(r'<td [^>]*class="data row\d+ col2 best" >0\.052 \(0\.003\)</td>', rep.html)
+    assert re.search(r'<td [^>]*class="data row\d+ col2" >0\.041 \(0\.001\)</td>', rep.html)
+    assert "td.best {\n  font-weight: bold;" in rep.html
+    assert [t.title for t in rep.tables] == ["Table 1: ranking metrics (test)",
+                                             "Table 2: portfolios (test)", "TopkDropout, net of costs (test)"]
 
 
 def test_report_is_saved_and_logged(store_with_runs):
@@ -92,11 +97,18 @@ def test_report_is_saved_and_logged(store_with_runs):
     assert (settings.reports_dir / "report.html").read_text() == rep.html
     client = MlflowClient(settings.mlflow_uri)
     run = client.get_run(rep.run_id)
-    assert run.info.run_name == "report"
+    assert run.info.run_name == "report miga"
     assert {a.path for a in client.list_artifacts(rep.run_id)} >= {"report.md", "report.html"}
-    # the report run is not a training run
+    # the report is not a training run: its own experiment, not in the training table
+    assert client.get_experiment(run.info.experiment_id).name == "miga-reports"
+    training = client.get_experiment_by_name("miga").experiment_id
+    assert rep.run_id not in {r.info.run_id for r in client.search_runs([training])}
     assert find_cell_run(settings, "tcn", "csi300", 1)["run_id"] != rep.run_id
     assert len(build_report(settings, log=False).runs) == 8
+    # a second report updates the one report run
+    again = build_report(settings)
+    assert again.run_id == rep.run_id
+    assert len(client.search_runs([run.info.experiment_id])) == 1
 
 
 def test_report_without_runs_says_what_to_do(settings):
@@ -112,3 +124,24 @@ def test_cli_report_prints_the_tables(store_with_runs, capsys):
     assert main(["--home", str(store_with_runs.home), "report"]) == 0
     out = capsys.readouterr().out
     assert "## Table 1" in out and "**0.052 (0.003)**" in out
+
+
+def test_cli_report_in_a_terminal_prints_aligned_tables_that_fit(store_with_runs, capsys, monkeypatch):
+    import flows.cli
+
+    monkeypatch.setattr(flows.cli, "_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", "80")
+    assert flows.cli.main(["report", "--home", str(store_with_runs.home)]) == 0
+    out = capsys.readouterr().out
+    assert "**" not in out and "| " not in out and "## Table 1" not in out   # not markdown
+    tables, saved = out.split("\nsaved: ")
+    assert max(len(ln.rstrip()) for ln in tables.splitlines()) <= 80
+    assert "Table 1: ranking metrics (test)" in out and "Table 2: portfolios (test)" in out
+    t1 = out[out.index("Table 1"):out.index("\nTable 2")]     # with its continued parts
+    # a model per row (its type a section), a stock set's four metrics side by side
+    assert re.search(r"^TCN +0\.041 \(0\.001\) +0\.410 \(0\.014\) +0\.051 \(0\.001\) +0\.510", t1, re.M)
+    assert re.search(r"^MIGA-Conv +0\.052 \(0\.003\) +0\.520", t1, re.M)
+    assert "csi500" in t1 and "RankICIR" in t1 and "Average" in t1
+    # the files are saved as before, markdown and HTML
+    assert (store_with_runs.reports_dir / "report.md").read_text().count("**0.052 (0.003)**") == 1
+    assert saved.startswith(str(store_with_runs.reports_dir / "report.md")) and "report.html" in saved

@@ -144,7 +144,7 @@ def test_logging_a_state_that_is_not_plain_data_fails_at_once(tmp_path):
     assert again["overrides"] == {"alphas": [0.1, 1.0]} and type(again["d_feat"]) is int
     state["overrides"]["config"] = OldConfig()
     with pytest.raises(TypeError, match="not plain data"):
-        tracking.log_model(model, state, np.zeros((1, 1, 5, 6), np.float32), register=False)
+        tracking.log_model(model, state, np.zeros((1, 1, 5, 6), np.float32), name="tcn-bad-state", register=False)
 
 
 def _plain(x) -> bool:

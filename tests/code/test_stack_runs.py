@@ -76,13 +76,14 @@ def test_a_stack_logs_each_cell_as_a_cell_alone_would(tmp_path):
         assert tags_a == tags_t                          # model, stockset, seed, fingerprints, run_key
         assert ra.data.params == rt.data.params
         assert set(ra.data.metrics) == set(rt.data.metrics)
-        for k in ("test_ic", "valid_ic", "long_only_ar", "best_epoch"):
+        for k in ("test/ic", "valid/best_ic", "backtest/long_only_ar", "run/best_epoch"):
             assert rt.data.metrics[k] == pytest.approx(ra.data.metrics[k], rel=1e-4, abs=1e-5), k
-        for key in ("train_loss", "valid_ic"):
+        for key in ("train/loss", "valid/ic"):
             assert [m.step for m in client_t.get_metric_history(t.run_id, key)] == \
                    [m.step for m in client_a.get_metric_history(a.run_id, key)]
         arts = {f.path for f in client_t.list_artifacts(t.run_id)}
-        assert {"predictions.parquet", "history.json", "training_curves.png"} <= arts
+        arts |= {f.path for f in client_t.list_artifacts(t.run_id, "plots")}
+        assert {"predictions.parquet", "history.json", "plots/training_curves.png"} <= arts
     assert stacked[0].metrics["test_ic"] != stacked[1].metrics["test_ic"]
 
 

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from pipeline.config import load_config
+from pipeline.tracking import metric_key, metric_name
 from tests.synthetic_store import make_store
 
 TINY_MIGA = {"hidden": 8, "num_layers": 2, "kernel_size": 3, "groups": 2, "experts": 3,
@@ -64,23 +65,54 @@ def test_run_has_tags_params_and_curves(logged):
     p = run.data.params
     assert p["train.lr"] == "0.002" and p["train.max_epochs"] == "2" and p["backtest.days_per_year"] == "238"
     assert p["models.miga-conv.groups"] == "2"
-    for key in ("train_loss", "train_ic", "epoch_seconds", "expert_entropy"):
+    for key in ("train/loss", "train/ic", "time/epoch_seconds", "train/expert_entropy",
+                "valid/ic", "valid/rank_ic"):
         hist = client.get_metric_history(res.run_id, key)
-        assert [m.step for m in hist] == [1, 2], key
-    # valid curves: epochs 1, 2, then the restored best epoch's value as the run's final value
-    # (the curve is scored by the training engine's padded, vmapped batch and the final value by
-    # the evaluation's loader: the same weights in another float order, so within 1e-6)
-    for key in ("valid_ic", "valid_rank_ic"):
-        hist = sorted(client.get_metric_history(res.run_id, key), key=lambda m: m.step)
-        assert [m.step for m in hist] == [1, 2, 3], key
-        assert hist[-1].value == pytest.approx(hist[res.best_epoch - 1].value, abs=1e-6)
+        assert sorted(m.step for m in hist) == [1, 2], key
+    # The final valid IC (the restored best epoch, scored by the evaluation's loader) is one value
+    # of its own, not a phantom third point on the curve. Same weights as the best epoch's curve
+    # point, another float order (the engine's padded, vmapped batch): within 1e-6.
+    for key, curve in (("valid_ic", "valid/ic"), ("valid_rank_ic", "valid/rank_ic")):
+        hist = sorted(client.get_metric_history(res.run_id, curve), key=lambda m: m.step)
         assert abs(hist[0].value - hist[1].value) > 1e-4     # the epochs do differ
-        assert run.data.metrics[key] == hist[-1].value
-    ent = client.get_metric_history(res.run_id, "expert_entropy")
+        (final,) = client.get_metric_history(res.run_id, metric_name(key))
+        assert final.value == pytest.approx(hist[res.best_epoch - 1].value, abs=1e-6)
+        assert "train_loss" not in run.data.metrics
+    ent = client.get_metric_history(res.run_id, "train/expert_entropy")
     assert all(0 < m.value <= np.log(6) + 1e-6 for m in ent)
-    for key in FINAL:
-        assert key in run.data.metrics, key
+    for key in FINAL:       # in sections: test/ic, valid/best_ic, backtest/long_only_ar, ...
+        assert metric_name(key) in run.data.metrics, key
+    assert run.data.metrics["test/ic"] == res.metrics["test_ic"]
     assert run.info.status == "FINISHED"
+
+
+def test_run_says_what_it_is(logged):
+    """The run table opens on runs (not GenAI traces); a run has its description, its dataset
+    (the tensor store, by fingerprint), MLflow's git source tags, stock set and seed as params;
+    its registered version carries the cell, run and test metrics."""
+    from mlflow import MlflowClient
+
+    settings, store, res = logged
+    client = MlflowClient(settings.mlflow_uri)
+    run = client.get_run(res.run_id)
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    t, p = run.data.tags, run.data.params
+    assert t["mlflow.note.content"] == f"```\n{res.summary()}\n```"
+    assert f"MLflow run {res.run_id}" in t["mlflow.note.content"]
+    assert t["mlflow.source.git.commit"] == t["git_commit"].removesuffix("-dirty")
+    assert (p["stockset"], p["seed"]) == ("all", "0")
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.digest == store.fingerprint and store.fingerprint in inp.dataset.name
+    assert [(x.key, x.value) for x in inp.tags] == [("mlflow.data.context", "training")]
+    found = client.search_runs([exp.experiment_id], f"dataset.digest = '{store.fingerprint}'")
+    assert [r.info.run_id for r in found] == [res.run_id]
+    (mv,) = client.search_model_versions("name='miga-conv'")
+    assert mv.run_id == res.run_id and mv.description == res.summary()
+    assert mv.tags["stockset"] == "all" and mv.tags["seed"] == "0" and mv.tags["run_id"] == res.run_id
+    assert float(mv.tags["test_ic"]) == pytest.approx(res.metrics["test_ic"], abs=1e-4)
+    (lm,) = client.search_logged_models([exp.experiment_id])
+    assert lm.name == "miga-conv-all-seed0"
 
 
 def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
@@ -89,7 +121,8 @@ def test_logged_metrics_equal_those_recomputed_from_predictions(logged):
     from pipeline.evaluation import evaluate
 
     settings, _, res = logged
-    logged_m = MlflowClient(settings.mlflow_uri).get_run(res.run_id).data.metrics
+    logged_m = {metric_key(k): v for k, v in
+                MlflowClient(settings.mlflow_uri).get_run(res.run_id).data.metrics.items()}
     pred = pd.read_parquet(_download(settings, res.run_id, "predictions.parquet"))
     assert list(pred.columns) == ["date", "instrument", "score", "label", "segment", "exec_ret",
                                   "buy_ok", "short_ok", "hold_ret", "sell_ok", "at_limit"]
@@ -138,9 +171,10 @@ def test_artifacts_and_registered_model(logged):
     settings, store, res = logged
     client = MlflowClient(settings.mlflow_uri)
     names = {a.path for a in client.list_artifacts(res.run_id)}
-    assert {"predictions.parquet", "portfolio_returns.parquet", "daily_ic.parquet",
-            "cumulative_excess_return.png", "daily_ic.png", "expert_usage.png", "config",
-            "normalisation", "model_state"} <= names
+    assert {"predictions.parquet", "portfolio_returns.parquet", "daily_ic.parquet", "plots",
+            "config", "normalisation", "model_state"} <= names
+    assert {a.path for a in client.list_artifacts(res.run_id, "plots")} == {
+        f"plots/{n}.png" for n in ("cumulative_returns", "daily_ic", "training_curves", "expert_usage")}
     rets = pd.read_parquet(_download(settings, res.run_id, "portfolio_returns.parquet"))
     assert {"long", "short", "long_short", "bench", "excess", "turnover", "excess_net"} <= set(rets.columns)
     usage = np.load(_download(settings, res.run_id, "expert_usage.npz"))
@@ -213,8 +247,21 @@ def test_experiment_resumes_after_kill_with_the_same_run_and_metrics(settings, m
 
     resumed = run_cell(settings, cfg, Cell("tcn", "all", 1), store=store, register=False, progress=False)
     assert resumed.run_id == killed[0].info.run_id          # the same MLflow run, continued
-    assert sorted(m.step for m in client.get_metric_history(resumed.run_id, "train_ic")) == [1, 2, 3]
+    assert sorted(m.step for m in client.get_metric_history(resumed.run_id, "train/ic")) == [1, 2, 3]
     fresh = run_cell(settings, cfg, Cell("tcn", "all", 1), store=store, register=False, progress=False)
     assert fresh.run_id != resumed.run_id
     for k in ("test_ic", "test_rank_icir", "long_only_ar", "long_short_ir", "valid_ic", "best_epoch"):
         assert resumed.metrics[k] == fresh.metrics[k], k
+
+
+def test_sectioned_metric_names_read_back_as_the_flat_keys():
+    """Runs log sectioned names; readers (`finished_runs`, `find_cell_run`: `miga report`, the
+    champion step) get the flat keys back, and runs logged before the sections read unchanged."""
+    keys = FINAL + ("best_epoch", "epochs_run", "n_params", "run_seconds", "long_only_index_ar")
+    names = [metric_name(k) for k in keys]
+    assert len(set(names)) == len(keys)
+    assert {n.split("/")[0] for n in names} == {"test", "valid", "backtest", "run"}
+    assert metric_name("long_only_ar") == "backtest/long_only_ar" and metric_name("valid_ic") == "valid/best_ic"
+    assert [metric_key(n) for n in names] == list(keys)
+    for flat_or_curve in ("test_ic", "long_only_ar", "train/loss", "valid/ic", "time/epoch_seconds"):
+        assert metric_key(flat_or_curve) == flat_or_curve

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# Prefect configures its console log handler when first imported, on the sys.stderr of that
+# moment: imported inside a test that captures output (capsys), the handler would keep that
+# test's stream, closed afterwards, and every later flow's log line fails. Import it here, on
+# the session's streams (flows.miga first sets the telemetry opt-out, see flows/steps.py).
+import flows.miga  # noqa: E402,F401
+
 TINY = dict(n_stocks=60, n_days=750, seed=3)
 
 
@@ -20,8 +26,11 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
-    # Prefect's local state (results used by the cache) stays in tmp, not in ~/.prefect.
+    # Prefect's local state (results used by the cache) stays in tmp, not in ~/.prefect; the
+    # test server's analytics off, as everywhere the project starts one (no heartbeat, no
+    # session id in its database).
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.pop("PREFECT_API_URL", None)
     from prefect.testing.utilities import prefect_test_harness
 

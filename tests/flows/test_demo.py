@@ -34,15 +34,17 @@ def test_miga_demo_end_to_end(tmp_path):
     # the results table and the champion decisions are printed
     for model in ("miga-conv", "tcn"):
         assert f"champion {model}: promoted (no champion yet)" in text
-        assert re.search(rf"\| {model} \| csi300 \| 0 \| -?\d\.\d{{4}} \|", text)
+        assert re.search(rf"^{model} +csi300 +0 +-?\d\.\d{{4}} ", text, re.M)
 
     # every grid cell is a finished MLflow run in the home folder's store
     settings = Settings.from_env(str(home))
     client = MlflowClient(settings.mlflow_uri)
     exp = client.get_experiment_by_name("miga")
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
-    cells = [r for r in runs if "model" in r.data.tags]      # (the other one is the report's)
-    assert {r.info.run_name for r in runs if r not in cells} == {"report"}
+    cells = [r for r in runs if "model" in r.data.tags]
+    assert cells == runs                                      # the report has its own experiment
+    reports = client.get_experiment_by_name("miga-reports")
+    assert [r.info.run_name for r in client.search_runs([reports.experiment_id])] == ["report miga"]
     assert sorted((r.data.tags["model"], r.data.tags["stockset"]) for r in cells) == [
         ("miga-conv", "csi1000"), ("miga-conv", "csi300"), ("tcn", "csi1000"), ("tcn", "csi300")]
 

@@ -89,7 +89,7 @@ def test_full_pipeline_deployment_runs_on_a_worker(server, tiny_data):
     client = MlflowClient(settings.mlflow_uri)
     exp = client.get_experiment_by_name("miga")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.model = 'tcn'")
-    assert len(runs) == 1 and "test_ic" in runs[0].data.metrics
+    assert len(runs) == 1 and "test/ic" in runs[0].data.metrics
     assert client.get_model_version_by_alias("tcn", "champion").run_id == runs[0].info.run_id
 
     con = duckdb.connect(str(settings.warehouse), read_only=True)

@@ -1,6 +1,8 @@
 """The `miga` flow end to end on tiny data, under one Prefect test harness (real DuckDB, MLflow)."""
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 from mlflow import MlflowClient
@@ -10,15 +12,46 @@ from pipeline.settings import Settings
 GRID = dict(models=["tcn"], stocksets=["csi300"], seeds=[0], config="quick", epochs=1)
 
 
-def _task_states(flow_state) -> dict[str, str]:
+def _task_runs(flow_state) -> dict:
+    """The flow run's task runs by step: the run name less Prefect's "-abc" suffix, and
+    "train-stack" for the (one) stack, named after its cells."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     fr_id = flow_state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr_id])))
-    return {r.name.rsplit("-", 1)[0] if r.name.startswith(("ingest", "features", "validate", "tensor-store"))
-            else r.name: r.state.name for r in runs}
+    return {"train-stack" if r.name.startswith("train ") else r.name.rsplit("-", 1)[0]: r for r in runs}
+
+
+def _task_states(flow_state) -> dict[str, str]:
+    return {step: r.state.name for step, r in _task_runs(flow_state).items()}
+
+
+def _upstream(task_run) -> set:
+    """The task runs a task run's inputs (arguments and wait_for) came from: the graph's edges."""
+    return {i.id for inputs in task_run.task_inputs.values() for i in inputs
+            if getattr(i, "input_type", None) == "task_run"}
+
+
+# Each step and the steps whose output it uses (data given: no synthesize step). Features and
+# the store also take the ingest's data fingerprint.
+EDGES = {"ingest": set(), "validate": {"ingest"}, "features": {"ingest", "validate"},
+         "tensor-store": {"ingest", "features"}, "train-stack": {"tensor-store"}, "report": {"train-stack"},
+         "champion": {"tensor-store", "train-stack", "report"},
+         "next-day-predictions": {"tensor-store", "champion"}}
+
+
+def _log_messages(flow_state) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)      # the run's last log lines, sent in batches
+    fr_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[fr_id])))
+    return [log.message for log in logs]
 
 
 def _artifact(key: str) -> str:
@@ -38,10 +71,14 @@ def home(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home):
+def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home, monkeypatch):
+    import prefect._internal.analytics.milestones as milestones
+
     from flows.miga import miga
 
     settings = Settings.from_env(home)
+    # As in a terminal, where Prefect marks its SDK milestones (and writes a device id for them)
+    monkeypatch.setattr(milestones, "_is_interactive_terminal", lambda: True)
     first = miga(data=str(tiny_data), home=str(home), **GRID, return_state=True)
     assert first.is_completed(), first.message
     out = first.result()
@@ -51,7 +88,7 @@ def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home):
     client = MlflowClient(settings.mlflow_uri)
     run = client.get_run(row["run_id"])
     assert run.data.tags["model"] == "tcn" and run.data.tags["stockset"] == "csi300"
-    assert "test_ic" in run.data.metrics
+    assert "test/ic" in run.data.metrics
     assert client.get_model_version_by_alias("tcn", "champion").run_id == row["run_id"]
     assert [d["decision"] for d in out["champion"]] == ["promoted"]
 
@@ -60,11 +97,21 @@ def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home):
     con.close()
     assert n > 0 and models == ["tcn"]
 
-    states = _task_states(first)
-    assert states["ingest"] == "Completed" and states["features"] == "Completed"
+    runs = _task_runs(first)
+    assert runs["ingest"].state.name == "Completed" and runs["features"].state.name == "Completed"
+    assert {step: _upstream(runs[step]) for step in EDGES} == \
+        {step: {runs[u].id for u in ups} for step, ups in EDGES.items()}    # the task graph
     results_md = _artifact("miga-results")
     assert row["run_id"] in results_md and "| tcn | csi300 | 0 |" in results_md  # linked to MLflow
+    (cell,) = json.loads(_artifact("miga-results-table"))
+    assert cell["model"] == "tcn" and cell["seed"] == 0 and cell["error"] is None
+    assert cell["test_ic"] == round(row["metrics"]["test_ic"], 4) and "long_only_ir" in cell
+    assert cell["mlflow_run"].endswith(f"/runs/{row['run_id']}?workflowType=machine_learning")
     assert "Table 1" in _artifact("miga-report")
+    logs = _log_messages(first)     # each step says what it did: here a cell's metrics and run
+    assert any(row["run_id"] in m and f"test_ic {row['metrics']['test_ic']:.4f}" in m for m in logs), logs
+    assert any(f"tensor store {out['store_fingerprint']} built" in m for m in logs), logs
+    assert any(m.startswith("champion tcn: promoted") for m in logs), logs
 
     second = miga(data=str(tiny_data), home=str(home), **GRID, return_state=True)
     assert second.is_completed(), second.message
@@ -73,6 +120,22 @@ def test_flow_end_to_end_then_cached_rerun(prefect_harness, tiny_data, home):
     assert states["features"] == "Cached", states
     assert states["tensor-store"] == "Cached", states
     _assert_results_are_json()
+    _assert_no_telemetry()
+
+
+def _assert_no_telemetry():
+    """The telemetry opt-out holds in Prefect too: no SDK device id (or milestones) under
+    PREFECT_HOME, though the runs looked interactive, and the server's analytics are off."""
+    import os
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+
+    written = [p for p in Path(os.environ["PREFECT_HOME"]).rglob("*")
+               if p.name in ("device_id", "milestones.json", ".sdk_telemetry")]
+    assert not written, written
+    with get_client(sync_client=True) as client:
+        assert client.request("GET", "/admin/settings").json()["server"]["analytics_enabled"] is False
 
 
 def _assert_results_are_json():
