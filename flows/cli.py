@@ -156,15 +156,16 @@ def _config_of_store(settings, missing: Exception) -> str:
     config's name, so each config in configs/ is tried for a built store."""
     from pipeline.config import CONFIG_DIR, load_config
     from pipeline.errors import MigaError
-    from pipeline.store import current_store
+    from pipeline.store import built_stores
 
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml") if p.stem != "default")
+    try:
+        roots = built_stores(settings, {name: load_config(name) for name in names})
+    except MigaError:       # no warehouse yet: the default config's error says what to do
+        raise missing from None
     found: dict[Path, list[str]] = {}
-    for name in names:
-        try:
-            found.setdefault(current_store(settings, load_config(name)).root, []).append(name)
-        except MigaError:
-            continue
+    for name, root in roots.items():
+        found.setdefault(root, []).append(name)
     if not found:
         if any(settings.store_dir.glob("*/meta.json")):
             raise MigaError(

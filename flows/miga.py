@@ -236,5 +236,5 @@ def run_demo(data: str | None = None, config: str | None = DEMO_CONFIG, home: st
     print("Compare the runs in the MLflow UI:\n"
           f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri} --port 5000\n"
           "  (or `miga stack start`), then open "
-          f"http://127.0.0.1:5000/#/experiments{UI_VIEW} (the model-training view)")
+          f"{mlflow_ui_url()}/#/experiments{UI_VIEW} (the model-training view)")
     return 0

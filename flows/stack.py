@@ -182,9 +182,13 @@ def credentials(settings: Settings) -> Credentials | None:
     return _read_credentials_file(path)
 
 
-def stack_env(settings: Settings) -> dict[str, str]:
+_READ = object()   # "read the credentials" (`credentials(settings)`), for callers that have none
+
+
+def stack_env(settings: Settings, creds: Credentials | None | object = _READ) -> dict[str, str]:
     """Environment for the servers, workers and any `prefect` CLI call against this stack;
-    beyond loopback it carries the client credentials (the servers' own are added at their start)."""
+    beyond loopback it carries the client credentials (the servers' own are added at their
+    start). creds: the stack's credentials when the caller has them already."""
     env = dict(os.environ)
     env.update(QUIET_ENV)
     env.update(PREFECT_QUIET_ENV)
@@ -197,7 +201,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "PREFECT_LOGGING_COLORS": "false",
         "MLFLOW_TRACKING_URI": settings.mlflow_uri,
     })
-    creds = credentials(settings)
+    creds = credentials(settings) if creds is _READ else creds
     if creds is not None:
         env.update(creds.client_env())
     return env
@@ -262,9 +266,9 @@ def wait_http(url: str, timeout: float, pid: int | None = None) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def start_prefect_server(settings: Settings) -> int:
-    env = stack_env(settings)
-    creds = credentials(settings)
+def start_prefect_server(settings: Settings, creds: Credentials | None | object = _READ) -> int:
+    creds = credentials(settings) if creds is _READ else creds
+    env = stack_env(settings, creds)
     if creds is not None:  # /api/health stays open (the wait below); everything else needs it
         env["PREFECT_SERVER_API_AUTH_STRING"] = creds.auth_string
     pid = spawn(settings, "prefect-server",
@@ -275,10 +279,10 @@ def start_prefect_server(settings: Settings) -> int:
     return pid
 
 
-def start_worker(settings: Settings, index: int = 0) -> int:
+def start_worker(settings: Settings, index: int, env: dict[str, str]) -> int:
     return spawn(settings, f"worker-{index}",
                  [_bin("prefect"), "worker", "start", "--pool", POOL, "--name", f"miga-worker-{index}"],
-                 stack_env(settings))
+                 env)
 
 
 def mlflow_auth_env(settings: Settings, creds: Credentials) -> dict[str, str]:
@@ -323,12 +327,12 @@ def _mlflow_auth_status(creds: Credentials) -> int:
         return e.code
 
 
-def start_mlflow_server(settings: Settings) -> int:
-    env = stack_env(settings)
+def start_mlflow_server(settings: Settings, creds: Credentials | None | object = _READ) -> int:
+    creds = credentials(settings) if creds is _READ else creds
+    env = stack_env(settings, creds)
     argv = [_bin("mlflow"), "server", "--backend-store-uri", settings.mlflow_uri,
             "--artifacts-destination", str(settings.mlflow_artifacts),
             "--host", host(), "--port", str(mlflow_port()), "--workers", "1"]
-    creds = credentials(settings)
     if creds is not None:
         env.update(mlflow_auth_env(settings, creds))
         argv += ["--app-name", "basic-auth"]
@@ -359,23 +363,24 @@ def ensure_mlflow_admin(settings: Settings, creds: Credentials, server_env: dict
 def start(settings: Settings, workers: int = 1, mlflow: bool = True) -> dict[str, int]:
     """Start what is not already running; returns name -> pid."""
     settings.ensure()
+    creds = credentials(settings)          # read (or generated) once for every process started
     live = running(settings)
     if "prefect-server" not in live:
         print(f"starting Prefect server on {api_url()} ...", flush=True)
-        start_prefect_server(settings)
+        start_prefect_server(settings, creds)
+    worker_env = stack_env(settings, creds)
     for i in range(workers):
         if f"worker-{i}" not in live:
-            start_worker(settings, i)
+            start_worker(settings, i, worker_env)
     if mlflow and "mlflow-server" not in live:
         print(f"starting MLflow server on http://{host()}:{mlflow_port()} ...", flush=True)
-        start_mlflow_server(settings)
+        start_mlflow_server(settings, creds)
     live = running(settings)
     print(f"stack up: {', '.join(f'{k} (pid {v})' for k, v in live.items())}")
     print(f"logs: {settings.logs_dir}\nPrefect UI: http://{host()}:{prefect_port()}  "
           f"MLflow UI: http://{host()}:{mlflow_port()}/#/experiments{UI_VIEW}")
     print(f"In your shell, point the prefect CLI at this server:\n"
           f"  export PREFECT_API_URL={api_url()} MIGA_HOME={settings.home} DO_NOT_TRACK=1")
-    creds = credentials(settings)
     if creds is not None:
         how = (f"set -a; . {shlex.quote(creds.source)}; set +a" if creds.source == str(credentials_path(settings))
                else "export PREFECT_API_AUTH_STRING=USER:PASSWORD MLFLOW_TRACKING_USERNAME=USER "

@@ -10,30 +10,24 @@ fingerprint plus the config; training stacks on the store fingerprint, the confi
 [engine]) and their cells, so a rerun on unchanged inputs skips them (the Prefect UI shows them
 as Cached) and a daily run only pays for what is new.
 
-Telemetry: importing this module puts the project's opt-out (`pipeline.settings.QUIET_ENV`,
-DO_NOT_TRACK=1 unless the environment says otherwise) in the environment before Prefect's
-import reads it (flows/miga.py imports this module first), and keeps Prefect's SDK milestones
-from writing a device id while the opt-out holds (`_quiet_sdk_milestones`).
+Telemetry: the project's opt-out (`pipeline.settings.QUIET_ENV`, DO_NOT_TRACK=1 unless the
+environment says otherwise) is in the environment before Prefect's import reads it (the flows
+package applies it, flows/__init__.py); this module keeps Prefect's SDK milestones from writing
+a device id while the opt-out holds (`_quiet_sdk_milestones`).
 """
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
 
-from pipeline.settings import QUIET_ENV
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-for _k, _v in QUIET_ENV.items():   # before `import prefect`: its SDK analytics start on import
-    os.environ.setdefault(_k, _v)
-
-from prefect import get_run_logger, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from flows.cache import folder_signature, stable_key  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.grid import Cell  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from flows.cache import folder_signature, stable_key
+from pipeline.config import load_config
+from pipeline.grid import Cell
+from pipeline.settings import Settings
 
 CACHE_FOR = timedelta(days=30)
 # Cached steps keep their (small, JSON) results: nothing a Prefect worker reads back is unpickled.
@@ -90,10 +84,6 @@ def run_url(result: dict) -> str:
     from pipeline.tracking import ui_run_path
 
     return mlflow_ui_url() + ui_run_path(result.get("experiment_id", ""), run_id) if run_id else ""
-
-
-def _cell_name(cell: dict) -> str:
-    return f"{cell['model']}/{cell['stockset']}/seed {cell['seed']}"
 
 
 def _ingest_key(ctx, p) -> str:
@@ -213,10 +203,10 @@ def train_stack(home: str, store_fp: str, cells: list[dict], config: str | None 
     log = get_run_logger()
     for r in results:
         if "error" in r:
-            log.error("%s failed: %s", _cell_name(r["cell"]), r["error"])
+            log.error("%s failed: %s", Cell.from_dict(r["cell"]).name, r["error"])
             continue
         m = r["metrics"]
-        log.info("%s: %s; MLflow run %s: %s", _cell_name(r["cell"]),
+        log.info("%s: %s; MLflow run %s: %s", Cell.from_dict(r["cell"]).name,
                  ", ".join(f"{k} {m[k]:.4f}" for k in CELL_METRICS if k in m), r["run_id"], run_url(r))
     return results
 

@@ -121,13 +121,13 @@ def challenge(settings: Settings, config: Config, results: list[dict], store,
         if not challengers:
             continue
         best_ic, best = max(challengers, key=lambda t: t[0] if math.isfinite(t[0]) else -math.inf)
+        on = {"champion.metric": config.backtest.champion_metric,
+              "champion.window": f"{window[0]}..{window[1]}"}
         for ic, mv in challengers:      # the challengers that lost to `best` say so too
             if mv.version != best.version:
                 tracking.tag_version(settings, model, mv.version, mv.run_id, {
-                    "champion.decision": "lost",
-                    "champion.reason": f"window IC {ic:.4f} below version {best.version}'s {best_ic:.4f}",
-                    "champion.metric": config.backtest.champion_metric,
-                    "champion.window": f"{window[0]}..{window[1]}", "champion.window_ic": f"{ic:.6f}"})
+                    "champion.decision": "lost", **on, "champion.window_ic": f"{ic:.6f}",
+                    "champion.reason": f"window IC {ic:.4f} below version {best.version}'s {best_ic:.4f}"})
         current = tracking.champion_version(settings, model)
         if current is not None and current.version == best.version:
             continue
@@ -139,11 +139,9 @@ def challenge(settings: Settings, config: Config, results: list[dict], store,
         d = Decision(model, "promoted" if promote else "kept", reason, best.run_id, str(best.version),
                      best_ic, str(current.version) if current else None, champ_ic, stockset, window,
                      config.backtest.champion_metric)
-        tags = {"champion.decision": d.decision, "champion.reason": reason,
-                "champion.metric": d.metric,
-                "champion.window": f"{window[0]}..{window[1]}", "champion.window_ic": f"{best_ic:.6f}"}
+        tags = {"champion.decision": d.decision, "champion.reason": reason, **on,
+                "champion.window_ic": f"{best_ic:.6f}"}
         tracking.tag_version(settings, model, best.version, best.run_id, tags)
-
         with open(settings.reports_dir / "champion_log.jsonl", "a") as f:
             f.write(json.dumps({"at": datetime.now(timezone.utc).isoformat(), **d.as_dict()}) + "\n")
         decisions.append(d)

@@ -127,7 +127,7 @@ class BacktestConfig:
 
 
 CHAMPION_METRICS = ("ic", "topk_excess_net")
-UNTRADABLE = ("cash", "next")   # pipeline.evaluation.portfolio.UNTRADABLE (test_config checks)
+UNTRADABLE = ("cash", "next")   # what a day's untradable pick does (pipeline.evaluation.portfolio)
 
 
 def _check_backtest(bc: BacktestConfig, at: "_At") -> BacktestConfig:
@@ -418,7 +418,7 @@ def _build(cls, raw: dict, path: tuple[str, ...], at: _At, check: dict | None = 
     for k, v in (raw if check is None else check).items():
         _check((*path, k), f"{section}.{k}", str(known[k].type), v, at)
     out = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    return _check_backtest(out, at) if cls is BacktestConfig else out
+    return out
 
 
 # --- segments --------------------------------------------------------------------------------
@@ -606,7 +606,7 @@ def config_from_dict(raw: dict, source: str = "", *,
     segments = _segments(raw, at)
     data = _build(DataConfig, raw.get("data", {}), ("data",), at)
     train = _build(TrainConfig, raw.get("train", {}), ("train",), at)
-    backtest = _build(BacktestConfig, raw.get("backtest", {}), ("backtest",), at)
+    backtest = _check_backtest(_build(BacktestConfig, raw.get("backtest", {}), ("backtest",), at), at)
     run = _build(RunConfig, raw.get("run", {}), ("run",), at)
     engine = _build(EngineConfig, raw.get("engine", {}), ("engine",), at)
     models, model_train, model_stocksets = _model_tables(raw.get("models", {}), asdict(train), at)

@@ -74,13 +74,12 @@ def _cum(r: pd.Series) -> pd.Series:
 
 def cumulative_returns(returns: pd.DataFrame, run: str = "", *, universe: str | None = None,
                        top_frac: float | None = None, buy_cost: float | None = None,
-                       sell_cost: float | None = None, days_per_year: int | None = None,
-                       segment: str = "test"):
+                       sell_cost: float | None = None, days_per_year: int | None = None):
     """Qlib's report graph of the daily portfolio returns (`pipeline.evaluation.portfolio`).
 
     returns: indexed by date, columns long, short, long_short, bench (the equal-weighted book
-    of the day's members), excess (long - bench), excess_net (after costs), turnover, and
-    optionally cost, cash, index and excess_index (long - index). Panels, x = trading day:
+    of the day's members), excess (long - bench), excess_net (after costs), turnover, cash,
+    and optionally cost (else excess - excess_net), index and excess_index (long - index). Panels, x = trading day:
     1. cumulative benchmark(s) (members; index when given) and long-only without / with cost;
     2. cumulative excess over the members (and the index) without / with cost, the span of
        its maximum drawdown shaded; 3. drawdown of the cumulative excess (<= 0);
@@ -101,7 +100,7 @@ def cumulative_returns(returns: pd.DataFrame, run: str = "", *, universe: str | 
     fig, axes = plt.subplots(5, 1, figsize=(10, 12.5), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2.4, 1.3, 1.8, 1.2]})
     a_ret, a_ex, a_dd, a_ls, a_to = axes
-    fig.suptitle(_heading(run, f"{segment} {period(r.index)}, {book} (equal-weighted) vs {vs}")
+    fig.suptitle(_heading(run, f"test {period(r.index)}, {book} (equal-weighted) vs {vs}")
                  + f"\ncumulative = sum of daily returns (Qlib){costs}", fontsize=10)
 
     # 1. the book and its benchmark(s)
@@ -153,7 +152,7 @@ def cumulative_returns(returns: pd.DataFrame, run: str = "", *, universe: str | 
     to = r["turnover"].fillna(0.0)
     a_to.vlines(x, 0, to.to_numpy(), color="C4", lw=1.2)
     a_to.axhline(to.mean(), color="black", lw=0.8, ls="--", label=f"mean {to.mean():.1%} a day")
-    cash = f", mean cash {r['cash'].mean():.1%} (picks not bought)" if "cash" in r else ""
+    cash = f", mean cash {r['cash'].mean():.1%} (picks not bought)"
     # the first day buys the whole book from cash: left off the scale of the days after it
     ymax = max(float(to.iloc[1:].max()) if len(to) > 1 else float(to.max()), 1e-3) * 1.15
     first = f"; first day {to.iloc[0]:.0%} (buys the book) off the scale" if to.iloc[0] > ymax else ""
@@ -198,7 +197,7 @@ def monthly_ic(daily: pd.DataFrame, col: str = "ic") -> pd.DataFrame:
     return m.reindex(columns=range(1, 13))
 
 
-def daily_ic(daily: pd.DataFrame, run: str = "", window: int = 20, segment: str = "test"):
+def daily_ic(daily: pd.DataFrame, run: str = "", window: int = 20):
     """One figure: daily IC and daily RankIC (bars, `window`-day rolling mean, mean line), the
     histogram of the daily IC and RankIC, and the mean daily IC per month (years x months,
     diverging colours centred at 0). daily: indexed by date, columns ic, rank_ic
@@ -213,7 +212,7 @@ def daily_ic(daily: pd.DataFrame, run: str = "", window: int = 20, segment: str 
     a_rk = fig.add_subplot(gs[1, :], sharex=a_ic)
     a_h = fig.add_subplot(gs[2, 0])
     a_m = fig.add_subplot(gs[2, 1])
-    fig.suptitle(_heading(run, f"{segment} {period(daily.index)}: daily IC and RankIC")
+    fig.suptitle(_heading(run, f"test {period(daily.index)}: daily IC and RankIC")
                  + "\nIC: Pearson, RankIC: Spearman correlation of score and label across each "
                  "day's members", fontsize=10)
     _ic_bars(a_ic, x, daily["ic"], window, "IC")
@@ -253,7 +252,7 @@ def daily_ic(daily: pd.DataFrame, run: str = "", window: int = 20, segment: str 
     return fig
 
 
-def expert_usage(usage: dict[str, np.ndarray], run: str = "", segment: str = "test"):
+def expert_usage(usage: dict[str, np.ndarray], run: str = ""):
     """MIGA's mean routing weight of each expert over the members of each stock set.
 
     usage: stock set -> (G, E) mean routing weights (`pipeline.train.expert_usage`). Top row, one
@@ -279,7 +278,7 @@ def expert_usage(usage: dict[str, np.ndarray], run: str = "", segment: str = "te
     fig.subplots_adjust(left=0.7 / width, right=1 - 1.0 / width, top=1 - 0.75 / height,
                         bottom=0.5 / height, hspace=0.3, wspace=0.15)
     fig.suptitle(_heading(run, f"expert usage ({g} groups x {e} experts)") + "\nmean routing "
-                 f"weight over the {segment} members of each stock set", fontsize=10)
+                 f"weight over the test members of each stock set", fontsize=10)
     top = max(max(float(m.max()) for m in mats), 2 * uniform)
     norm = TwoSlopeNorm(vcenter=uniform, vmin=0.0, vmax=top)
     im = None

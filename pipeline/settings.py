@@ -18,6 +18,14 @@ QUIET_ENV = {
 }
 
 
+def apply_quiet_env() -> None:
+    """The telemetry opt-out (`QUIET_ENV`) in this process's environment, unless it says
+    otherwise: before Prefect is imported (its SDK analytics start on import), so the flows
+    package applies it first (flows/__init__.py)."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+
+
 DEFAULT_LOCK_WAIT = 600.0
 
 
@@ -90,12 +98,11 @@ class Settings:
             for p in (self.home, self.mlflow_artifacts, self.store_dir, self.reports_dir,
                       self.runs_dir, self.logs_dir, self.pids_dir, self.tmp_dir):
                 p.mkdir(parents=True, exist_ok=True)
-        except (PermissionError, FileExistsError, NotADirectoryError, OSError) as e:
+        except OSError as e:         # not a folder, no permission, a file in the way
             raise ConfigError(f"cannot write the home folder {self.home} ({e.strerror or e}): "
                               "give --home (or MIGA_HOME) a folder you can write") from None
         if not os.access(self.home, os.W_OK | os.X_OK):
             raise ConfigError(f"cannot write the home folder {self.home} (permission denied): "
                               "give --home (or MIGA_HOME) a folder you can write")
-        for k, v in QUIET_ENV.items():
-            os.environ.setdefault(k, v)
+        apply_quiet_env()
         return self

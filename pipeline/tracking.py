@@ -35,11 +35,6 @@ REPORTS_SUFFIX = "-reports"                     # `miga report` of experiment X 
 # not on the tag, so every UI link the project prints also carries UI_VIEW.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 UI_VIEW = "?workflowType=machine_learning"     # the UI's "Model training" view
-
-
-def ui_run_path(experiment_id: str, run_id: str) -> str:
-    """A run's page in the MLflow UI, after the UI's base URL, in the model-training view."""
-    return f"/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
 # Per-epoch curves, named in sections as MLflow groups its charts (the prefix before "/").
 EPOCH_METRICS = {"train_loss": "train/loss", "train_ic": "train/ic", "valid_ic": "valid/ic",
                  "valid_rank_ic": "valid/rank_ic", "valid_loss": "valid/loss",
@@ -49,6 +44,11 @@ EPOCH_METRICS = {"train_loss": "train/loss", "train_ic": "train/ic", "valid_ic":
 CHAMPION = "champion"                           # the registered-model alias of the champion
 STATE_ARTIFACT = "model_state/model_state.pt"   # state_dict + how to rebuild the model
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def ui_run_path(experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI, after the UI's base URL, in the model-training view."""
+    return f"/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
 
 
 def _client(settings: Settings):
@@ -155,7 +155,8 @@ def start_cell(settings: Settings, run_id: str, tags: dict[str, str], params: di
     items = [Param(k, "" if v is None else str(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):                  # MLflow takes 100 params a batch
         client.log_batch(run_id, params=items[i:i + 100])
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**source_tags(), **tags}.items()])
+    source = source_tags(tags.get("git_commit"))
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**source, **tags}.items()])
     if dataset:
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.data.sources import LocalArtifactDatasetSource
@@ -167,15 +168,15 @@ def start_cell(settings: Settings, run_id: str, tags: dict[str, str], params: di
             ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])])
 
 
-def source_tags() -> dict[str, str]:
+def source_tags(commit: str | None = None) -> dict[str, str]:
     """MLflow's own source tags (its auto-detection finds no git repository under the console
-    script): the commit, the repository and what ran."""
+    script): the commit (`git_commit()` unless given), the repository and what ran."""
     import sys
 
     from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL, MLFLOW_SOURCE_NAME,
                                           MLFLOW_SOURCE_TYPE)
 
-    commit = git_commit()
+    commit = commit or git_commit()
     args = [a for a in sys.argv[1:] if not a.startswith("--home")]
     if "--home" in sys.argv[1:-1]:            # `miga --home H train`: what ran is `miga train`
         args.remove(sys.argv[sys.argv.index("--home") + 1])
@@ -346,9 +347,7 @@ def _upsert_run(settings: Settings, experiment: str, run_name: str, tags: dict[s
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id,
                           run_name=None if run_id else run_name) as run:
         mlflow.set_tags(tags)
-        if metrics:
-            step = len(_client(settings).get_metric_history(run.info.run_id, next(iter(metrics))))
-            log_metrics(metrics, step=step)
+        log_metrics(metrics)    # a rerun's values are the latest (MLflow orders one step by time)
         log_files(files)
         return run.info.run_id
 

@@ -101,10 +101,6 @@ class CheckResult:
     def success(self) -> bool:
         return self.unexpected_count == 0
 
-    def describe(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-        return f"{self.type}({args})"
-
     @property
     def columns(self) -> list[str]:
         """The columns the expectation names (column, column_A/B or column_list)."""

@@ -110,11 +110,15 @@ def literal_pattern(con: duckdb.DuckDBPyConnection, path: Path) -> str:
     return pattern
 
 
-def _unreadable(path: Path, e: BaseException) -> DataError:
+def _unreadable(path: Path, e: BaseException, rows: bool = False) -> DataError:
+    """`e` (from reading `path`) as the 'readable parquet' DataError to raise; Ctrl-C, however
+    it surfaced, is raised as it is. rows: the file opened but a row group did not read."""
+    if interrupted(e):
+        raise e
     first = str(e).splitlines()[0] if str(e) else ""
-    return DataError(f"{path}: expectation 'readable parquet' failed ({type(e).__name__}: "
-                     f"{first}). Re-export it as parquet.", file=str(path),
-                     expectation="readable parquet")
+    what = f"on its rows ({first})" if rows else f"({type(e).__name__}: {first})"
+    return DataError(f"{path}: expectation 'readable parquet' failed {what}. Re-export it as "
+                     "parquet.", file=str(path), expectation="readable parquet")
 
 
 def _check_unique_columns(path: Path) -> None:
@@ -126,8 +130,6 @@ def _check_unique_columns(path: Path) -> None:
         with open(path, "rb") as f:   # a file object: pyarrow takes no path as a pattern or URI
             names = pq.read_schema(f).names
     except Exception as e:  # noqa: BLE001 - pyarrow's errors vary; DuckDB read it already
-        if interrupted(e):
-            raise
         raise _unreadable(path, e) from e
     seen: dict[str, int] = {}
     for n in names:
@@ -151,8 +153,6 @@ def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
         con.read_parquet(pattern).create_view(f"src_{table}", replace=True)
         count_rows(con, f"src_{table}", SOURCES)
     except duckdb.Error as e:
-        if interrupted(e):
-            raise
         raise _unreadable(path, e) from e
     _check_unique_columns(path)
 
@@ -161,11 +161,7 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     try:
         run_sql(con, f"ingest/stage_{table}")
     except duckdb.Error as e:  # e.g. a truncated row group only shows when it is read
-        if interrupted(e):
-            raise
-        raise DataError(f"{path}: expectation 'readable parquet' failed on its rows "
-                        f"({str(e).splitlines()[0]}). Re-export it as parquet.",
-                        file=str(path), expectation="readable parquet") from e
+        raise _unreadable(path, e, rows=True) from e
 
 
 def _check_feature_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -226,11 +222,7 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
                     con, table, f"src_{table}", f"stage_{table}", str(path), settings.reports_dir,
                     gx=gx, prepare=lambda t=table, p=path: _stage(con, t, p)))
             except duckdb.Error as e:  # a view (feature panel) reads a bad row group only here
-                if interrupted(e):
-                    raise
-                raise DataError(f"{path}: expectation 'readable parquet' failed on its rows "
-                                f"({str(e).splitlines()[0]}). Re-export it as parquet.",
-                                file=str(path), expectation="readable parquet") from e
+                raise _unreadable(path, e, rows=True) from e
             staged[table] = validations[-1].rows
             steps.update()
         mark("stage+validate")

@@ -29,11 +29,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.config import UNTRADABLE  # what [backtest] untradable allows
+
 PORTFOLIO_METRICS = ("long_only_ar", "long_only_ir", "long_short_ar", "long_short_ir",
                      "long_only_mdd", "turnover", "long_only_ar_net", "long_only_cash")
-
-
-UNTRADABLE = ("cash", "next")
 
 
 def execution_columns(pred: pd.DataFrame) -> pd.DataFrame:

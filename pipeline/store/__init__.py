@@ -12,7 +12,7 @@ not import DuckDB and the ingest.
 """
 from pipeline.store.arrays import StoreWriter, TensorStore
 
-_BUILD = ("build_store", "current_store", "open_store")
+_BUILD = ("build_store", "built_stores", "current_store", "open_store")
 __all__ = ["StoreWriter", "TensorStore", *_BUILD]
 
 

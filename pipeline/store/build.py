@@ -100,6 +100,15 @@ def current_store(settings, config) -> TensorStore:
     return TensorStore(settings.store_dir / fp)
 
 
+def built_stores(settings, configs: dict) -> dict[str, Path]:
+    """name -> the root of the built store of each of `configs` (name -> Config) on the current
+    warehouse, for those that have one (the warehouse opened and fingerprinted once)."""
+    with warehouse(settings, read_only=True) as con:
+        data_fp = data_fingerprint(con)
+        roots = {n: settings.store_dir / store_fingerprint(con, cfg, data_fp) for n, cfg in configs.items()}
+    return {n: root for n, root in roots.items() if (root / "meta.json").is_file()}
+
+
 def build_store(settings, config, force: bool = False) -> TensorStore:
     """Build (or reuse) the tensor store for `config` from the warehouse's feature tables."""
     build_features(settings, config)  # a no-op when the feature tables are current
