@@ -13,13 +13,16 @@ def stable_key(*parts: Any) -> str:
 
 
 def folder_signature(data_dir: str | Path) -> list:
-    """Name, size and mtime of each input file: changes whenever a file is replaced or grows."""
-    from pipeline.data.ingest import FILES
+    """Name, size and mtime of each input file (features/ files included): changes whenever a
+    file is replaced, grows, or a file is added to or removed from features/."""
+    from pipeline.data.ingest import FILES, feature_files
 
     out = []
-    for name in FILES.values():
-        p = Path(data_dir) / name
+    files = [Path(data_dir) / name for name in FILES.values()]
+    if (Path(data_dir) / "features").is_dir():
+        files += feature_files(Path(data_dir))
+    for p in files:
         if p.exists():
             st = p.stat()
-            out.append([name, st.st_size, st.st_mtime_ns])
+            out.append([p.relative_to(data_dir).as_posix(), st.st_size, st.st_mtime_ns])
     return out

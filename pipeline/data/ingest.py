@@ -12,10 +12,10 @@ DuckDB's interrupt of a running query) the transaction is rolled back and Keyboa
 raised, never a DataError. The data never passes through pandas (only the few evidence rows
 handed to GX do).
 
-Paths are literal: DuckDB's read_parquet expands `*`, `?` and `[...]` even in a list of files,
-so those characters are escaped as one-character classes (`[*]`, `[?]`, `[[]`), and the pattern
-is checked to name exactly the file. Column names are read from the parquet schema itself
-(pyarrow): duplicates are refused, where DuckDB would rename the second copy.
+The feature panel, one `features.parquet` or a `features/` folder of parquet files of which
+only the new and changed ones are read, and its part of the fingerprint (per-date hashes,
+`panel_prefix_key`) are `pipeline.data.panel_files`; which file feeds which table, and how one
+parquet file is opened literally, `pipeline.data.files`.
 """
 from __future__ import annotations
 
@@ -28,20 +28,20 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.data.files import (FILES, INPUT_TABLES, PANEL_DIR, PANEL_FILE, REQUIRED, SOURCES,
+                                 check_unique_columns, literal_pattern, unreadable)
+from pipeline.data.panel_files import (PanelFile, check_feature_columns, classify_files,
+                                       ensure_date_hashes, feature_files, feature_fingerprint,
+                                       file_records, stage_files, stage_files_meta, write_folder,
+                                       write_single)
+from pipeline.data.panel_files import panel_prefix_key  # noqa: F401 - callers import it from here
 from pipeline.data.validate import TableValidation, validate
 from pipeline.errors import DataError, interrupted
 from pipeline.settings import Settings
-from pipeline.warehouse import (MEMORY_LIMIT, columns, count_rows, open_warehouse, run_sql,
-                                table_exists, table_fingerprint)
+from pipeline.warehouse import (MEMORY_LIMIT, count_rows, open_warehouse, run_sql, table_exists,
+                                table_fingerprint)
 
 log = logging.getLogger(__name__)
-
-# warehouse table -> file in the data folder; the first three are required.
-FILES = {"prices": "daily.parquet", "membership": "membership.parquet",
-         "index_prices": "index.parquet", "feature_panel": "features.parquet"}
-REQUIRED = ("prices", "membership", "index_prices")
-INPUT_TABLES = tuple(FILES)
-SOURCES = tuple(f"src_{t}" for t in FILES) + ("stage_feature_panel",)   # the ingest's own views
 
 
 @dataclass
@@ -55,11 +55,13 @@ class IngestReport:
     fingerprint: str = ""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)   # step -> seconds
+    notes: list[str] = field(default_factory=list)   # features/: files new/changed/kept, overlaps
 
     def __str__(self) -> str:
         lines = [f"ingested {self.data_dir} in {self.seconds:.1f} s (fingerprint {self.fingerprint})"]
         for t, n in self.staged.items():
             lines.append(f"  {t:<14} {n:>11,} rows in file  -> {self.totals[t]:>11,} rows in table")
+        lines += [f"  {n}" for n in self.notes]
         lines += [f"  validated: {v}" for v in self.validations]
         if self.timings:
             lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()))
@@ -70,9 +72,9 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """A short hash of the content of every input table; changes whenever any of them does.
 
     prices, membership and index_prices are hashed live (a fraction of a second for the shared
-    data). The wide feature_panel (seconds to minutes to scan) is hashed once by the ingest that
-    writes it and read back from `ingest_log`; only ingest writes input tables."""
-    return _combine(con, _feature_fingerprint(con))
+    data). The wide feature_panel (seconds to minutes to scan) is read from its per-date hashes
+    (`feature_panel_dates`, kept by the ingest, the only writer of input tables)."""
+    return _combine(con, feature_fingerprint(con))
 
 
 def _combine(con: duckdb.DuckDBPyConnection, feature_fp: str) -> str:
@@ -80,69 +82,6 @@ def _combine(con: duckdb.DuckDBPyConnection, feature_fp: str) -> str:
     parts.append(f"feature_panel={feature_fp}")
     return hashlib.sha256(";".join(parts).encode()).hexdigest()[:16]
 
-
-def _feature_fingerprint(con: duckdb.DuckDBPyConnection, live: bool = False) -> str:
-    if not table_exists(con, "feature_panel"):
-        return "absent"
-    cols = ",".join(columns(con, "feature_panel", INPUT_TABLES))
-    if not live and table_exists(con, "ingest_log"):
-        rows = count_rows(con, "feature_panel", INPUT_TABLES)
-        hit = run_sql(con, "ingest/last_feature_fingerprint", {"rows": rows}).fetchall()
-        if hit:
-            return hit[0][0]
-    content = table_fingerprint(con, "feature_panel", INPUT_TABLES)
-    return hashlib.sha256(f"{cols};{content}".encode()).hexdigest()[:16]
-
-
-_GLOB_ESCAPES = {"*": "[*]", "?": "[?]", "[": "[[]"}
-
-
-def literal_pattern(con: duckdb.DuckDBPyConnection, path: Path) -> str:
-    """`path` (absolute) as a DuckDB file pattern that matches that one file and nothing else."""
-    path = Path(path).absolute()   # absolute: DuckDB would also expand a leading `~`
-    pattern = "".join(_GLOB_ESCAPES.get(ch, ch) for ch in str(path))
-    if pattern != str(path):
-        found = [r[0] for r in con.execute("SELECT file FROM glob($p)", {"p": pattern}).fetchall()]
-        if found != [str(path)]:
-            raise DataError(f"{path}: expectation 'literal path' failed: DuckDB reads this path "
-                            f"as a pattern matching {len(found)} file(s), even escaped; rename the "
-                            f"folder without *, ? or [", file=str(path), expectation="literal path")
-    return pattern
-
-
-def _unreadable(path: Path, e: BaseException, rows: bool = False) -> DataError:
-    """`e` (from reading `path`) as the 'readable parquet' DataError to raise; Ctrl-C, however
-    it surfaced, is raised as it is. rows: the file opened but a row group did not read."""
-    if interrupted(e):
-        raise e
-    first = str(e).splitlines()[0] if str(e) else ""
-    what = f"on its rows ({first})" if rows else f"({type(e).__name__}: {first})"
-    return DataError(f"{path}: expectation 'readable parquet' failed {what}. Re-export it as "
-                     "parquet.", file=str(path), expectation="readable parquet")
-
-
-def _check_unique_columns(path: Path) -> None:
-    """Refuse a file whose schema repeats a column name (parquet allows it; DuckDB would
-    rename the copy, e.g. f0001 -> f0001_1, and a features file would gain a column)."""
-    import pyarrow.parquet as pq
-
-    try:
-        with open(path, "rb") as f:   # a file object: pyarrow takes no path as a pattern or URI
-            names = pq.read_schema(f).names
-    except Exception as e:  # noqa: BLE001 - pyarrow's errors vary; DuckDB read it already
-        raise _unreadable(path, e) from e
-    seen: dict[str, int] = {}
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-    dups = [f"{n} ({k} times)" for n, k in seen.items() if k > 1]
-    if dups:
-        first = next(n for n, k in seen.items() if k > 1)
-        shown = ", ".join(dups[:5]) + (f" and {len(dups) - 5} more" if len(dups) > 5 else "")
-        raise DataError(f"{path}: expectation 'unique column names' failed: {len(dups)} column "
-                        f"name(s) repeated: {shown}; a reader would rename the copies (e.g. "
-                        f"{first}_1). Give every column its own name and re-export it",
-                        file=str(path), column=first, expectation="unique column names",
-                        count=len(dups), examples=dups[:5])
 
 
 def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
@@ -153,28 +92,16 @@ def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
         con.read_parquet(pattern).create_view(f"src_{table}", replace=True)
         count_rows(con, f"src_{table}", SOURCES)
     except duckdb.Error as e:
-        raise _unreadable(path, e) from e
-    _check_unique_columns(path)
+        raise unreadable(path, e) from e
+    check_unique_columns(path)
 
 
 def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     try:
         run_sql(con, f"ingest/stage_{table}")
     except duckdb.Error as e:  # e.g. a truncated row group only shows when it is read
-        raise _unreadable(path, e, rows=True) from e
+        raise unreadable(path, e, rows=True) from e
 
-
-def _check_feature_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    if not table_exists(con, "feature_panel"):
-        return
-    have = columns(con, "feature_panel", INPUT_TABLES)
-    new = columns(con, "stage_feature_panel", SOURCES)
-    if sorted(have) != sorted(new):
-        diff = sorted(set(have) ^ set(new))
-        raise DataError(f"{path}: expectation 'same feature columns as feature_panel' failed: "
-                        f"{len(diff)} columns differ, e.g. {diff[:5]}; ingest it into a fresh home "
-                        f"folder (MIGA_HOME) instead", file=str(path), column=diff[0],
-                        expectation="same feature columns as feature_panel", count=len(diff))
 
 
 def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
@@ -182,7 +109,8 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
     """Validate the folder's parquet files and upsert them into the warehouse (atomically).
 
     Every row is checked by the SQL full scan; GX re-runs the suite on the evidence rows
-    when a file fails (`gx="always"`: also when it passes; `miga validate` does that)."""
+    when a file fails (`gx="always"`: also when it passes; `miga validate` does that).
+    A features/ folder: only its new and changed files are read (`pipeline.data.panel_files`)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -195,25 +123,47 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
             raise DataError(f"{p}: expectation 'file exists' failed: a data folder needs "
                             f"{', '.join(FILES[t] for t in REQUIRED)} (features.parquet optional)",
                             file=str(p), expectation="file exists")
+    folder = data_dir / PANEL_DIR
+    if folder.exists():
+        if "feature_panel" in paths:
+            raise DataError(f"{data_dir}: expectation 'one feature panel' failed: the folder has "
+                            f"both {PANEL_FILE} and {PANEL_DIR}/; keep one of them (move "
+                            f"{PANEL_FILE} into {PANEL_DIR}/ to ingest it as one of its files)",
+                            file=str(data_dir), expectation="one feature panel")
+        if not folder.is_dir():
+            raise DataError(f"{folder}: expectation 'features/ is a folder' failed: it is a file; "
+                            f"name the single panel file {PANEL_FILE}", file=str(folder),
+                            expectation="features/ is a folder")
     settings.ensure()
     # Spill to the home folder and cap memory (the wide panel is bigger than RAM); the keys, not
     # the insertion order, order the tables.
     con = open_warehouse(settings, create=True, memory_limit=memory_limit,
                          keep_insertion_order=False)
-    steps = tqdm(total=2 * len(paths) + 1, desc="ingest", unit="step", file=sys.stderr,
+    steps = tqdm(total=2 * len(paths) + 3, desc="ingest", unit="step", file=sys.stderr,
                  disable=None, leave=False)
     timings: dict[str, float] = {}
+    notes: list[str] = []
     lap = time.perf_counter()
 
     def mark(step: str) -> None:
         nonlocal lap
         now = time.perf_counter()
-        timings[step] = now - lap
+        timings[step] = timings.get(step, 0.0) + now - lap
         lap = now
 
     try:
         con.execute("BEGIN TRANSACTION")
         validations, staged = [], {}
+        records = file_records(con)
+        panel_files: list[PanelFile] = []
+        if folder.is_dir():
+            steps.set_description(f"hash {PANEL_DIR}/")
+            panel_files = classify_files(data_dir, feature_files(data_dir), records)
+            mark("hash")
+        elif "feature_panel" in paths:
+            panel_files = classify_files(data_dir, [paths["feature_panel"]], records)
+            mark("hash")
+        todo = [f for f in panel_files if f.status != "unchanged"]
         for table, path in paths.items():
             steps.set_description(f"validate {path.name}")
             _source(con, table, path)
@@ -222,16 +172,28 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
                     con, table, f"src_{table}", f"stage_{table}", str(path), settings.reports_dir,
                     gx=gx, prepare=lambda t=table, p=path: _stage(con, t, p)))
             except duckdb.Error as e:  # a view (feature panel) reads a bad row group only here
-                raise _unreadable(path, e, rows=True) from e
+                raise unreadable(path, e, rows=True) from e
             staged[table] = validations[-1].rows
             steps.update()
-        mark("stage+validate")
+            mark(f"validate {table}")
+        if folder.is_dir() and todo:
+            steps.set_description(f"validate {PANEL_DIR}/")
+            validations.append(stage_files(con, data_dir, todo, settings, gx))
+            staged["feature_panel"] = validations[-1].rows
+            mark(f"validate {PANEL_DIR}/")
+        elif "feature_panel" in paths:   # features.parquet: its rows and dates, for the record
+            stage_files_meta(con, panel_files)
+            mark("validate feature_panel")
+        steps.update()
         for table, path in paths.items():
             steps.set_description(f"load {table}")
             if table == "feature_panel":
-                _check_feature_columns(con, path)
+                check_feature_columns(con, path)
+                ensure_date_hashes(con)
             for step in ("create", "delete", "insert"):
                 run_sql(con, f"ingest/{step}_{table}")
+            if table == "feature_panel":
+                write_single(con, panel_files[0], records)
             steps.update()
         if "membership" in paths:
             # The file's intervals passed on their own; merged with those already in the warehouse
@@ -240,9 +202,19 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
                      settings.reports_dir, gx=gx,
                      context="merged with the warehouse's membership")
         mark("upsert")
+        if folder.is_dir():
+            steps.set_description(f"load {PANEL_DIR}/")
+            folder_notes, parts = write_folder(con, panel_files, records)
+            notes += folder_notes
+            mark("panel files")
+            timings.update({f"({k})": v for k, v in parts.items()})
+        steps.update()
         run_sql(con, "ingest/create_ingest_log")
+        has_panel = table_exists(con, "feature_panel")
         totals = {t: count_rows(con, t, INPUT_TABLES) for t in paths}
-        feat_fp = _feature_fingerprint(con, live="feature_panel" in paths)
+        if has_panel and (folder.is_dir() or "feature_panel" in paths):
+            totals["feature_panel"] = count_rows(con, "feature_panel", INPUT_TABLES)
+        feat_fp = feature_fingerprint(con)
         fp = _combine(con, feat_fp)
         run_sql(con, "ingest/insert_ingest_log", {
             "data_dir": str(data_dir.resolve()), "fingerprint": fp,
@@ -263,7 +235,9 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
     finally:
         steps.close()
         con.close()
+    if folder.is_dir() and "feature_panel" not in staged and "feature_panel" in totals:
+        staged["feature_panel"] = 0
     report = IngestReport(data_dir, staged, totals, validations, fp, time.perf_counter() - t0,
-                          timings)
+                          timings, notes)
     log.info("%s", report)
     return report

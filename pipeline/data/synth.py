@@ -1,7 +1,10 @@
 """Deterministic synthetic data folder in the layout of `../shared/data`.
 
 `write_synthetic(out_dir, SynthSpec(...))` writes `daily.parquet`, `membership.parquet`,
-`index.parquet` (and `features.parquet` when `n_features > 0`). Same spec, same bytes.
+`index.parquet` (and `features.parquet` when `n_features > 0`, or with `panel_files` = day,
+month or year the same rows as a `features/` folder: `features/2019-03-01.parquet`,
+`features/2019-03.parquet`, or hive style `features/year=2019/part-0.parquet`). Same spec,
+same bytes.
 
 The market is simulated on the adjusted average price p = amount / volume * factor, the
 price the label uses (y_t = p_{t+2} / p_{t+1} - 1). Its log return is
@@ -44,6 +47,7 @@ REBALANCE_DAYS = 125   # two rebalances a year
 MOM_B = 0.05           # momentum / reversal strength on the 5-day return
 VOL_C = 0.25           # volume-surprise strength in the high-volatility regime
 INFORMATIVE = ("mom5", "vsurp", "style", "highvol", "logcap")  # f0000.. in features.parquet
+PANEL_FILES = ("single", "day", "month", "year")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class SynthSpec:
     seed: int = 0
     n_features: int = 0        # > 0: also write features.parquet with f0000..f{D-1}
     start: str = "2016-01-04"  # first business day
+    panel_files: str = "single"  # the panel as features.parquet, or a features/ folder of one
+                                 # file per "day", "month" or "year" (PANEL_FILES)
 
 
 @dataclass
@@ -267,6 +273,8 @@ def oracle_ic(panel: SynthPanel) -> float:
 
 def write_synthetic(out_dir: Path, spec: SynthSpec = SynthSpec()) -> Path:
     """Write a data folder (daily, membership, index [, features] parquet); returns `out_dir`."""
+    if spec.panel_files not in PANEL_FILES:
+        raise ValueError(f"panel_files {spec.panel_files!r}: expected one of {PANEL_FILES}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     panel = simulate(spec)
@@ -280,12 +288,21 @@ def write_synthetic(out_dir: Path, spec: SynthSpec = SynthSpec()) -> Path:
     return out_dir
 
 
+def _panel_file(date: np.datetime64, by: str) -> str:
+    """The features/ file (relative) holding `date` when the panel is split `by` day/month/year."""
+    day = str(date.astype("datetime64[D]"))
+    return {"day": f"{day}.parquet", "month": f"{day[:7]}.parquet",
+            "year": f"year={day[:4]}/part-0.parquet"}[by]
+
+
 def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
                         rows_per_group: int = 50_000) -> None:
     """Wide float32 panel, one row per traded stock-day, written in row groups.
 
     f0000..f0004 are the (noisy) signal inputs named in `INFORMATIVE`; the rest is noise.
     Chunks are drawn from their own seeded generator, so memory stays ~rows_per_group x D.
+    `spec.panel_files` other than "single": `path`'s folder gets features/ instead, the same
+    rows split by date into one file per day, month or year.
     """
     from tqdm import tqdm
 
@@ -297,10 +314,22 @@ def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
              for sig in INFORMATIVE[:d]}
     schema = pa.schema([("date", pa.timestamp("ms")), ("instrument", pa.string())]
                        + [(c, pa.float32()) for c in names])
-    # Noise does not compress: compressing it costs time and saves no space.
-    with pq.ParquetWriter(path, schema, compression="none", use_dictionary=["instrument"]) as writer:
+    split = spec.panel_files != "single"
+    folder = path.parent / "features"
+    # one file per period: rows are in date order, so a period's rows are contiguous
+    period = (np.array([_panel_file(x, spec.panel_files) for x in dates]) if split else None)
+    writer, current = None, None
+
+    def open_writer(target: Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Noise does not compress: compressing it costs time and saves no space.
+        return pq.ParquetWriter(target, schema, compression="none", use_dictionary=["instrument"])
+
+    try:
+        if not split:
+            writer = open_writer(path)
         starts = range(0, len(ti), rows_per_group)
-        for k, lo in enumerate(tqdm(starts, desc="features.parquet", unit="group", file=sys.stderr,
+        for k, lo in enumerate(tqdm(starts, desc="features", unit="group", file=sys.stderr,
                                     disable=None, leave=False)):
             t, s = ti[lo:lo + rows_per_group], si[lo:lo + rows_per_group]
             rng = np.random.default_rng([spec.seed, 7, k])
@@ -312,4 +341,19 @@ def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,
             cols = [pa.array(dates[t]), pa.array(panel.instruments[s])]
             block = np.asfortranarray(block)          # contiguous columns for pyarrow
             cols += [pa.array(block[:, j]) for j in range(d)]
-            writer.write_table(pa.Table.from_arrays(cols, schema=schema))
+            table = pa.Table.from_arrays(cols, schema=schema)
+            if not split:
+                writer.write_table(table)
+                continue
+            keys = period[t]
+            cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+            for a, b in zip(np.r_[0, cut], np.r_[cut, len(t)]):
+                if keys[a] != current:
+                    if writer is not None:
+                        writer.close()
+                    current = keys[a]
+                    writer = open_writer(folder / current)
+                writer.write_table(table.slice(a, b - a))
+    finally:
+        if writer is not None:
+            writer.close()

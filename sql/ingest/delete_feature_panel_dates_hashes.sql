@@ -1,0 +1,1 @@
+DELETE FROM feature_panel_dates WHERE list_contains($dates, date)
