@@ -121,9 +121,9 @@ def main() -> None:
               f"({store.features.nbytes / 2**30:.2f} GiB of features)")
         days = store.segment_days("train")
 
-        from pipeline.loader import _device_arrays
+        from pipeline.loader import device_arrays
         t0 = time.perf_counter()
-        on_gpu = _device_arrays(store, torch.device("cuda")) is not None
+        on_gpu = device_arrays(store, torch.device("cuda")) is not None
         torch.cuda.synchronize()
         print(f"store moved to the GPU: {on_gpu}, {time.perf_counter() - t0:.1f} s")
         print("\nloader, csi300, T=5 (stock-days per second, one pass over the train days):")

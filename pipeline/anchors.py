@@ -12,7 +12,11 @@ ddof=1 over the day's labelled members; a day with fewer than two, or all equal,
             O(D^2) whatever the segment length); one fit per penalty in `alphas`, the one with
             the best mean daily IC on the validation segment is kept
     lgbm    lightgbm.train with the validation segment (its labels z-scored the same way) as the
-            early-stopping set, as Qlib's LGBModel does; the booster is cut at its best iteration
+            early-stopping set, as Qlib's LGBModel does; the booster is cut at its best iteration.
+            The training rows reach LightGBM as a `lightgbm.Sequence` over the memory-mapped
+            file (read a batch at a time while it bins them), never as one float matrix: at
+            D = 626 the shared data's train segment of `all` is ~12 GB of float32, its binned
+            Dataset a quarter of that. The validation segment (a year) is gathered in memory.
 
 Each returns a `pipeline.train.FitResult` with one history record (epoch 1), so the cell's
 evaluation, logging and report treat an anchor as a one-epoch model. Deterministic for a
@@ -52,8 +56,46 @@ def _blocks(store, stockset: str, days) -> Iterator[tuple[np.ndarray, ...]]:
         pos, inst = np.nonzero(members[blk])                  # members in instrument order
         day = blk[pos]
         x = np.asarray(flat[day * cap + inst], dtype=np.float32)
+        store.count_read(len(day))                            # bounded RSS (store.arrays)
         x *= store.traded[day, inst][:, None]                 # as the loader: zero when not traded
         yield x, np.asarray(store.labels[day, inst], dtype=np.float32), day
+
+
+def _row_index(store, stockset: str, days) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The member rows of `days` as `_blocks` orders them, without their features: file row
+    (day * capacity + stock), traded (n,) bool, raw label (n,) float32 and day index (n,)."""
+    days = np.asarray(days, dtype=np.int64)
+    pos, inst = np.nonzero(store.members[stockset][days])
+    day = days[pos]
+    return (day * store.capacity + inst, store.traded[day, inst],
+            np.asarray(store.labels[day, inst], dtype=np.float32), day)
+
+
+def _row_sequence(store, rows: np.ndarray, traded: np.ndarray):
+    """A `lightgbm.Sequence` of the features of file rows `rows` (zero where not traded, as the
+    loader), read from the memory map as LightGBM asks for them."""
+    import numbers
+
+    import lightgbm as lgb
+
+    flat = store.flat_features()
+
+    class Rows(lgb.Sequence):
+        batch_size = 1 << 14
+
+        def __len__(self) -> int:
+            return len(rows)
+
+        def __getitem__(self, idx):
+            if isinstance(idx, numbers.Integral):     # the bin sample: LightGBM wants float64
+                return np.asarray(flat[rows[idx]], dtype=np.float64) * traded[idx]
+            sel = idx if isinstance(idx, slice) else np.asarray(idx, np.int64)
+            x = np.asarray(flat[rows[sel]], dtype=np.float32)
+            x *= traded[sel][:, None]
+            store.count_read(len(x))
+            return x
+
+    return Rows()
 
 
 def _rows(store, stockset: str, days) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,7 +172,7 @@ def _fit_lgbm(model: LGBM, store, stockset: str, train_days, valid: tuple, seed:
     import lightgbm as lgb
 
     cfg = model.cfg
-    x, y, day = _rows(store, stockset, train_days)
+    rows, traded, y, day = _row_index(store, stockset, train_days)
     keep, z = cs_zscore(y, day)
     xv, yv, dv = valid
     vkeep, zv = cs_zscore(yv, dv)
@@ -141,9 +183,8 @@ def _fit_lgbm(model: LGBM, store, stockset: str, train_days, valid: tuple, seed:
               "lambda_l1": cfg.lambda_l1, "lambda_l2": cfg.lambda_l2, "max_depth": cfg.max_depth,
               "num_leaves": cfg.num_leaves, "num_threads": cfg.num_threads or os.cpu_count() or 1,
               "seed": int(seed), "deterministic": True, "force_row_wise": True}
-    dtrain = lgb.Dataset(x[keep], label=z, free_raw_data=True)
+    dtrain = lgb.Dataset(_row_sequence(store, rows[keep], traded[keep]), label=z, free_raw_data=True)
     dvalid = lgb.Dataset(xv[vkeep], label=zv, reference=dtrain, free_raw_data=True)
-    del x
     evals: dict = {}
     booster = lgb.train(params, dtrain, num_boost_round=cfg.num_boost_round,
                         valid_sets=[dtrain, dvalid], valid_names=["train", "valid"],

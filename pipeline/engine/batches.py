@@ -4,8 +4,11 @@ Each cell trains on its own stock set. A stock set's members on day d are compac
 table row padded to a static width (the most members it has on any day), so a step's tensors
 have one shape for the whole run: `(K, B, N, T, D)`, N the widest stock set in the stack. A day
 index of -1 is "no day" (a cell whose epoch has fewer days than the stack's): all its slots are
-padding. The same gather runs on the GPU (the store moved there when it fits) and on the CPU (a
-torch view of the memory-mapped file: only the rows gathered are read).
+padding. The same gather runs on the GPU (the store moved there when it fits,
+`pipeline.loader.fits_on_device`) and on the CPU (a torch view of the memory-mapped file: only the
+rows gathered are read, and the pages read are released every `store.arrays.MAPPED_BYTES`, so
+the process's memory stays bounded however big the store; a CUDA run whose store does not fit
+gathers so on the host and copies each batch to the GPU).
 """
 from __future__ import annotations
 
@@ -81,6 +84,7 @@ class StackDays:
         home = self.device if self.on_device else torch.device("cpu")
         self._feats, self._traded, self._labels = t["features"], t["traded"], t["labels"]
         self._market, self._cap = t["market"], t["cap"]
+        self._mapped = self._feats.device.type == "cpu"     # a view of the memory-mapped file
         self._n_all = store.features.shape[1]
         tables = {s: torch.from_numpy(member_table(store.members[s], self.width)) for s in set(stocksets)}
         self._table = torch.stack([tables[s] for s in stocksets]).to(home)   # (K, Days, N)
@@ -99,6 +103,8 @@ class StackDays:
         win = d[..., None] - (T - 1) + self._t                              # (K, B, T)
         rows = win[:, :, None, :] * self._cap + ic[..., None]               # (K, B, N, T)
         x = self._feats[rows]                                                # (K, B, N, T, D)
+        if self._mapped:
+            self.store.count_read(rows.numel())
         traded = self._traded[win[:, :, None, :] * self._n_all + ic[..., None]] & mask[..., None]
         x = x * traded[..., None]
         y = self._labels[d[..., None] * self._n_all + ic]                   # (K, B, N)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import time
@@ -50,6 +51,27 @@ from pipeline.normalize import apply_robust, fit_robust
 
 EXECUTION_ARRAYS = ("exec_ret", "buy_ok", "short_ok", "hold_ret", "sell_ok", "at_limit")
 EXECUTION_DTYPES = (np.float32, bool, bool, np.float32, bool, bool)
+# Resident memory of a reader or writer of features.f32: the pages of the file a process has read
+# or written through its map count in its RSS until unmapped, so a pass over a store bigger than
+# RAM would grow to the store's size (reclaimable page cache, but RSS all the same). Every
+# MAPPED_BYTES of rows gathered (`TensorStore.count_read`) or written (`StoreWriter.count_written`)
+# the map's pages are dropped from the process (madvise MADV_DONTNEED; a written page's dirty
+# state passes to the page cache): they stay in the page cache, so a later read maps them again
+# without I/O. Figures in benchmarks/bench_panel_store.py.
+MAPPED_BYTES = 256 << 20
+_PAGE = mmap.PAGESIZE
+
+
+def _drop_pages(file: np.memmap) -> None:
+    """Unmap the pages of `file` from this process (the mapping itself stays valid)."""
+    mm = getattr(file, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+def _row_bytes(d: int) -> int:
+    """The bytes of pages one row of D float32 can touch (a row may straddle a page)."""
+    return 4 * d + _PAGE
 
 
 def as_segments(segments: Segments | Mapping) -> Segments:
@@ -93,6 +115,7 @@ class TensorStore:
         self._file = np.memmap(self.root / "features.f32", dtype=np.float32, mode="r",
                                shape=(days, self.capacity, d))
         self.features = self._file[:, :n]      # a view (itself a memmap) of the used slots
+        self._mapped = 0                       # bytes of pages read since the last release
         self.labels: np.ndarray = np.load(self.root / "labels.npy")
         self.traded: np.ndarray = np.load(self.root / "traded.npy")
         self.market: np.ndarray = np.load(self.root / "market.npy")
@@ -113,6 +136,19 @@ class TensorStore:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.features.shape)
+
+    def count_read(self, rows: int) -> None:
+        """A reader gathered `rows` feature rows through the map: past MAPPED_BYTES of pages,
+        they are released (`release_pages`), so a pass over the store keeps its RSS bounded."""
+        self._mapped += int(rows) * _row_bytes(self._file.shape[2])
+        if self._mapped > MAPPED_BYTES:
+            self.release_pages()
+
+    def release_pages(self) -> None:
+        """Drop the pages of features.f32 this process has mapped (they stay in the page cache;
+        views and tensors of the map stay valid and read them again on their next access)."""
+        _drop_pages(self._file)
+        self._mapped = 0
 
     def flat_features(self) -> np.ndarray:
         """The features file as a (Days * capacity, D) view: row d * capacity + j is stock j on
@@ -297,6 +333,17 @@ class StoreWriter:
     def _map(self, file: np.memmap, n: int) -> None:
         self._file = file
         self.features = file[:, :n]
+        self._mapped = 0
+
+    def count_written(self, rows: int) -> None:
+        """`rows` feature rows were written through the map: past MAPPED_BYTES of pages they are
+        dropped from the process (bounded RSS however big the store). On a shared file map
+        the kernel moves a dropped page's dirty bit to the page cache, which writes it back:
+        nothing written is lost, and `finish` flushes the file."""
+        self._mapped += int(rows) * _row_bytes(self._file.shape[2])
+        if self._mapped > MAPPED_BYTES:
+            _drop_pages(self._file)
+            self._mapped = 0
 
     def finish(self, *, labels, traded, members: dict, stats: dict, market,
                execution: dict, extra_meta: dict | None = None) -> Path:

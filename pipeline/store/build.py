@@ -166,8 +166,10 @@ def _pairs(con, name: str, params: dict | None = None):
 #   - same static key (feature source and SQL, segments, data config, store version),
 #   - the prices up to the old store's last day hash the same (history not rewritten),
 #   - the old calendar is a prefix of the new one, the old stocks are among the new ones,
-#   - the train segment ends within the old days (so the fitted statistics are the same).
-# A feature panel (features.parquet) is not extended: it can change any row, and is rebuilt.
+#   - the train segment ends within the old days (so the fitted statistics are the same),
+#   - for a feature panel (`features` a view on `feature_panel`): its rows up to the old store's
+#     last day are unchanged (`pipeline.data.ingest.panel_prefix_key`, recorded in meta.json as
+#     `panel_prefix_fp`). A panel can change any row: a change inside the old days rebuilds.
 # Stocks that list in the new days: the stock axis is in order of first trading day
 # (sql/features/store_instruments.sql), so they come after the old stocks and take spare slots
 # of the old file (stock_slots); their old days stay zeros (not traded). Only when the spare
@@ -200,10 +202,28 @@ def _stores_with_key(settings, key: str) -> list[tuple[Path, dict]]:
     return [(root, meta) for root, meta in _stores(settings) if meta.get("static_key") == key]
 
 
+def _is_panel(con) -> bool:
+    """The `features` table is the view on an ingested feature panel (not Alpha158)."""
+    src = _features_source(con)
+    return bool(src) and str(src[0][1]) == "feature_panel"
+
+
+def _panel_prefix(con, through: date) -> str | None:
+    """`pipeline.data.ingest.panel_prefix_key`: a short hash of the feature panel's rows up to
+    `through`, equal exactly while they are unchanged (None: no panel, or an ingest without the
+    key, whose panel stores are then rebuilt rather than extended)."""
+    try:
+        from pipeline.data.ingest import panel_prefix_key
+    except ImportError:
+        return None
+    return panel_prefix_key(con, through)
+
+
 def _extendable(con, settings, config, key: str) -> TensorStore | None:
     """The newest store this one can extend (see above), or None: build in full."""
     src = _features_source(con)
-    if not src or not str(src[0][1]).startswith("alpha158"):
+    panel = _is_panel(con)
+    if not src or not (panel or str(src[0][1]).startswith("alpha158")):
         return None
     last = first_row(con, "features/prices_last_date")[0]
     train_end = np.datetime64(config.segments.train[1], "D")
@@ -214,8 +234,13 @@ def _extendable(con, settings, config, key: str) -> TensorStore | None:
             continue
         candidates.append((old_last, root, meta))
     for old_last, root, meta in sorted(candidates, key=lambda c: c[0], reverse=True):
-        if prices_prefix_fp(con, date.fromisoformat(old_last)) == meta.get("prices_prefix_fp"):
-            return TensorStore(root)
+        through = date.fromisoformat(old_last)
+        if prices_prefix_fp(con, through) != meta.get("prices_prefix_fp"):
+            continue
+        if panel and (meta.get("panel_prefix_fp") is None
+                      or _panel_prefix(con, through) != meta["panel_prefix_fp"]):
+            continue
+        return TensorStore(root)
     return None
 
 
@@ -282,6 +307,7 @@ def _write(con, root, fp: str, data_fp: str, config, key: str,
         x = apply_robust(_to_matrix(batch, feature_names, offset=2), med, scale, clip)
         keep = traded[di, ji]  # a panel row for a day the stock has no price is not a sample
         writer.features[di[keep], ji[keep]] = x[keep]
+        writer.count_written(int(keep.sum()))
         rows += len(di)
     stats = norm_stats(feature_names, med, scale, clip, mmed, mscale)
     last = str(dates[-1]) if days else None
@@ -289,6 +315,8 @@ def _write(con, root, fp: str, data_fp: str, config, key: str,
              "fit_rows": fit_rows, "static_key": key, "last_date": last, "data_fingerprint": data_fp,
              "version": STORE_VERSION, "config_key": _config_key(config),
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
+             "panel_prefix_fp": _panel_prefix(con, date.fromisoformat(last))
+             if last and _is_panel(con) else None,
              "extended_from": base.fingerprint if base is not None else None}
     writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,
                   execution=execution, extra_meta=extra)
@@ -307,6 +335,7 @@ def _moved(base: TensorStore, instruments: list[str], capacity: int, days: int =
         chunk[:] = 0
         for old0, old1, new0 in runs:
             chunk[:, new0:new0 + old1 - old0] = base.features[a:b, old0:old1]
+        base.count_read((b - a) * base.capacity)
         yield chunk
 
 

@@ -14,6 +14,7 @@ from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.settings import Settings
 from pipeline.store import build as store_build
 from pipeline.store import TensorStore, build_store
+from tests.store_equality import assert_same_store
 
 SPEC = SynthSpec(n_stocks=40, n_days=650, seed=5)   # train ends 2017-06-30 (day ~390)
 CUT1, CUT2 = "2018-01-31", "2018-04-30"             # both after the train segment
@@ -62,18 +63,6 @@ def _edited_copy(src, dst, name: str, edit):
     return dst
 
 
-def _assert_same(a: TensorStore, b: TensorStore) -> None:
-    assert list(a.dates) == list(b.dates) and list(a.instruments) == list(b.instruments)
-    assert a.feature_names == b.feature_names and a.market_names == b.market_names
-    assert np.array_equal(np.asarray(a.features), np.asarray(b.features))
-    assert np.array_equal(a.labels, b.labels, equal_nan=True)
-    assert np.array_equal(a.traded, b.traded) and np.array_equal(a.market, b.market)
-    assert a.members.keys() == b.members.keys()
-    for s in a.members:
-        assert np.array_equal(a.members[s], b.members[s]), s
-    assert a.norm_stats == b.norm_stats
-
-
 @pytest.mark.parametrize("spare", ["spare slots", "no spare slots"])
 def test_new_days_extend_the_store(settings, data_dirs, tmp_path, monkeypatch, spare):
     if spare == "no spare slots":   # the stock axis is full: a new listing rewrites the old days
@@ -91,7 +80,7 @@ def test_new_days_extend_the_store(settings, data_dirs, tmp_path, monkeypatch, s
     assert second.meta["extended_from"] == first.fingerprint
     assert f"extending {first.fingerprint}" in second.describe()
     assert len(second.dates) > len(first.dates) and list(second.instruments) == list(first.instruments)
-    _assert_same(second, _fresh(tmp_path, "fresh2", data_dirs["cut2"]))
+    assert_same_store(second, _fresh(tmp_path, "fresh2", data_dirs["cut2"]))
     # the first store (its file now shares its days with the second's) still reads the same
     ino = [(st.root / "features.f32").stat().st_ino for st in (first, second)]
     assert ino[0] == ino[1]                                  # a hard link, not a copy
@@ -112,7 +101,7 @@ def test_new_days_extend_the_store(settings, data_dirs, tmp_path, monkeypatch, s
         assert second.capacity == len(second.instruments) and not linked
         assert third.capacity == len(third.instruments)
     fresh = _fresh(tmp_path, "fresh3", data_dirs["full"])
-    _assert_same(third, fresh)
+    assert_same_store(third, fresh)
     # stores are caches: the current one and the previous one are kept, older ones deleted
     assert not first.root.exists() and second.root.exists() and third.root.exists()
     # the last old days' labels became known with the new prices, as in the full build
@@ -136,7 +125,7 @@ def test_membership_change_alone_reuses_the_features(settings, data_dirs, tmp_pa
     assert second.fingerprint != first.fingerprint
     assert second.meta["extended_from"] == first.fingerprint
     assert not np.array_equal(second.members["csi300"], first.members["csi300"])
-    _assert_same(second, _fresh(tmp_path, "fresh", revised))
+    assert_same_store(second, _fresh(tmp_path, "fresh", revised))
 
 
 def test_rewritten_history_rebuilds(settings, data_dirs, tmp_path):
@@ -152,7 +141,7 @@ def test_rewritten_history_rebuilds(settings, data_dirs, tmp_path):
     ingest(settings, changed)
     second = build_store(settings, cfg)
     assert second.fingerprint != first.fingerprint and second.meta["extended_from"] is None
-    _assert_same(second, _fresh(tmp_path, "fresh", changed))
+    assert_same_store(second, _fresh(tmp_path, "fresh", changed))
     assert json.loads((second.root / "meta.json").read_text())["last_date"] == str(second.dates[-1])
 
 
