@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import DEMO_CONFIG
+from pipeline.config import DEMO_CONFIG, PAPER_SCALES
 from pipeline.models import MODELS     # the registry by name (no torch import)
 from pipeline.settings import Settings
 
@@ -31,7 +31,8 @@ The usual order (each step reuses what the one before it wrote):
   miga train --model M    train and test one model; one MLflow run per stock set x seed
   miga report             the results tables over every run
 or `miga demo`, which does all of it on synthetic data (and picks champions, predicts the
-next day) in one command.
+next day) in one command, and `miga paper`, which reruns the paper's studies (Tables 1-3,
+Figures 3-6) and puts our numbers beside the published ones.
 
 Everything is kept in the home folder (--home DIR, else $MIGA_HOME, else ./.miga): the data
 warehouse (warehouse.duckdb), the training arrays (store/), the MLflow runs and models
@@ -44,6 +45,7 @@ examples:
   miga synth --out data && miga ingest --data data && miga store --config quick
   miga train --model miga-conv --stockset csi300 csi1000 --seed 0 1 --home ./.miga
   miga report
+  miga paper --data ../shared/data --scale smoke
 
 `miga COMMAND --help` tells a command's options; --home goes before or after COMMAND.
 """
@@ -91,7 +93,7 @@ def cmd_synth(args) -> int:
     from pipeline.data.synth import SynthSpec, write_synthetic
 
     spec = SynthSpec(n_stocks=args.stocks, n_days=args.days, seed=args.seed,
-                     n_features=args.features, start=args.start)
+                     n_features=args.features, start=args.start, panel_files=args.panel_files)
     out = write_synthetic(Path(args.out), spec)
     print(f"synthetic data folder written: {out}")
     return 0
@@ -255,6 +257,14 @@ def cmd_demo(args) -> int:
     return run_demo(data=args.data, config=args.config, home=args.home, epochs=args.epochs)
 
 
+def cmd_paper(args) -> int:
+    # The paper's tables and figures: the `miga-paper` flow in-process (flows/paper.py).
+    from flows.paper import run_paper
+
+    return run_paper(data=args.data, scale=args.scale, config=args.config, home=args.home,
+                     epochs=args.epochs, device=args.device)
+
+
 def cmd_stack(args) -> int:
     from flows import stack
 
@@ -292,11 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=NON_NEGATIVE, default=0)
     sp.add_argument("--features", type=NON_NEGATIVE, default=0,
                     help="also write features.parquet with this many columns (0 = none; the paper has 626)")
+    sp.add_argument("--panel-files", choices=["single", "day", "month", "year"], default="single",
+                    help="the feature panel as one features.parquet (single, the default) or as a "
+                    "features/ folder of one file per day, month or year (year: hive folders "
+                    "features/year=2019/part-0.parquet)")
     sp.add_argument("--start", default="2016-01-04", help="first trading day")
 
     sp = add("ingest", cmd_ingest, "check a data folder and load it into the home folder "
              "(all or nothing; new days are added)")
-    sp.add_argument("--data", required=True, help="folder with daily.parquet, membership.parquet, index.parquet [, features.parquet]")
+    sp.add_argument("--data", required=True, help="folder with daily.parquet, membership.parquet, "
+                    "index.parquet [, features.parquet or a features/ folder of parquet files]")
 
     add("validate", cmd_validate, "check the loaded data again (reports in the home folder's reports/)")
 
@@ -336,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", default=DEMO_CONFIG,
                     help=f"config file or name in configs/ (default: {DEMO_CONFIG})")
     sp.add_argument("--epochs", type=POSITIVE, help="override train.max_epochs")
+
+    sp = add("paper", cmd_paper, "reproduce the paper: Tables 1-3 and Figures 3-6 from real runs "
+             "(cells already run are reused), as an HTML report and an MLflow run")
+    sp.add_argument("--data", help="a data folder (default: synthesise one in the home folder)")
+    sp.add_argument("--scale", choices=list(PAPER_SCALES), default="smoke",
+                    help="smoke: one stock set, one seed, 2 epochs, a year of training days "
+                    "(proves the path; minutes on a CPU); full: the paper's protocol (3 seeds, "
+                    "60 epochs at most, csi300/500/1000; for GPU workers). [paper.<scale>] in "
+                    "the config (default smoke)")
+    sp.add_argument("--config", help="config file or name in configs/ (default: configs/default.toml)")
+    sp.add_argument("--epochs", type=POSITIVE, help="override the scale's epoch limit")
+    sp.add_argument("--device", type=DEVICE, help="cpu, cuda or auto (default from config)")
 
     sp = add("stack", cmd_stack, "start, stop or check the local servers: Prefect (scheduled "
              "runs) and the MLflow UI")

@@ -31,7 +31,7 @@ from pipeline.tracking import UI_VIEW
 from pipeline.warehouse import warehouse_id
 
 
-def _run(task, *args, wait_for=(), **kwargs):
+def run_step(task, *args, wait_for=(), **kwargs):
     """`task` submitted after `wait_for` (the futures of the steps it follows: edges of the task
     graph, as are futures among its arguments) and run to its end: its future, or its error."""
     future = task.submit(*args, wait_for=list(wait_for), **kwargs)
@@ -123,13 +123,13 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     log = get_run_logger()
     home = str(Settings.from_env(home).ensure().home)
     cfg = load_config(config)
-    data_dir = data or _run(steps.synthesize, home)
+    data_dir = data or run_step(steps.synthesize, home)
 
-    ing = _run(steps.ingest, home, data_dir, warehouse_id(Settings.from_env(home)))
+    ing = run_step(steps.ingest, home, data_dir, warehouse_id(Settings.from_env(home)))
     data_fp = ing.result()["fingerprint"]
-    checked = _run(steps.validate, home, data_fp, config, wait_for=[ing])
-    feats = _run(steps.features, home, data_fp, config, wait_for=[checked])
-    store = _run(steps.tensor_store, home, data_fp, config, wait_for=[feats])
+    checked = run_step(steps.validate, home, data_fp, config, wait_for=[ing])
+    feats = run_step(steps.features, home, data_fp, config, wait_for=[checked])
+    store = run_step(steps.tensor_store, home, data_fp, config, wait_for=[feats])
     store_fp = store.result()
 
     cells = grid_cells(cfg, models, stocksets, seeds)
@@ -152,13 +152,13 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
     decisions, preds = [], {}
     if ok:
         # the report reads every run in the store: after all stacks, the failed ones too
-        rep = _run(steps.report, home, wait_for=[allow_failure(f) for f in trained])
+        rep = run_step(steps.report, home, wait_for=[allow_failure(f) for f in trained])
         create_markdown_artifact(key="miga-report", markdown=rep.result(),
                                  description="Paper-style Table 1 and Table 2 over all runs in the store")
-        champ = _run(steps.champion, home, store, ok, config, epochs,
+        champ = run_step(steps.champion, home, store, ok, config, epochs,
                      wait_for=[rep, *(f for f in trained if f.state.is_completed())])
         decisions = champ.result()
-        preds = _run(steps.next_day_predictions, home, store, sorted({r["cell"]["model"] for r in ok}),
+        preds = run_step(steps.next_day_predictions, home, store, sorted({r["cell"]["model"] for r in ok}),
                      config, epochs, wait_for=[champ]).result()
     failed = [r for r in results if "error" in r]
     if failed:
@@ -168,7 +168,7 @@ def miga(data: str | None = None, models: list[str] | None = None, stocksets: li
             "data_fingerprint": data_fp, "store_fingerprint": store_fp}
 
 
-def _preload() -> None:
+def preload() -> None:
     """The libraries the flow's tasks import, loaded while the temporary API server starts."""
     import matplotlib.backends.backend_agg  # noqa: F401  (run plots)
     import mlflow.pytorch  # noqa: F401  (torch and MLflow: the grid cells)
@@ -178,7 +178,7 @@ def _preload() -> None:
     import pipeline.features.build  # noqa: F401
 
 
-def _demo_settings(settings: Settings) -> dict:
+def demo_settings(settings: Settings) -> dict:
     """Prefect settings for the demo, unless the environment sets them: its state (API database,
     cached results) inside the home folder; a startup timeout that suits a busy 2-core machine
     (Prefect's default is 20 s); no block-type registration (the flow uses no blocks, and it is
@@ -202,9 +202,9 @@ def run_demo(data: str | None = None, config: str | None = DEMO_CONFIG, home: st
 
     settings = Settings.from_env(home).ensure()
     t0 = time.perf_counter()
-    with temporary_settings(updates=_demo_settings(settings)), \
+    with temporary_settings(updates=demo_settings(settings)), \
             temporary_api(settings.logs_dir, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(),
-                          preload=_preload):
+                          preload=preload):
         out = miga(data=data, config=config, home=str(settings.home), epochs=epochs)
     from flows.terminal import print_table
     from pipeline import tracking

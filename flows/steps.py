@@ -67,7 +67,7 @@ def _quiet_sdk_milestones() -> None:
 _quiet_sdk_milestones()
 
 
-def _settings(home: str) -> Settings:
+def settings_of(home: str) -> Settings:
     return Settings.from_env(home).ensure()
 
 
@@ -98,7 +98,7 @@ def _data_key(step: str):
     return key
 
 
-def _transient(task, task_run, state) -> bool:
+def transient(task, task_run, state) -> bool:
     """Retry only what can pass on a second try (I/O, a locked store), not a wrong input or a bug."""
     from pipeline.errors import MigaError
 
@@ -113,17 +113,17 @@ def _stack_key(ctx, p) -> str:
                                  p["cells"])
 
 
-def _store(home: str, store_fp: str):
+def store_of(home: str, store_fp: str):
     from pipeline.store.build import open_store
 
-    return open_store(_settings(home), store_fp)
+    return open_store(settings_of(home), store_fp)
 
 
 @task(name="synthesize", cache_policy=NO_CACHE)
 def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> str:
     from pipeline.data.synth import SynthSpec, write_synthetic
 
-    out = _settings(home).home / "synthetic"
+    out = settings_of(home).home / "synthetic"
     if (out / "daily.parquet").exists():
         get_run_logger().info("synthetic data: reusing %s", out)
     else:
@@ -133,11 +133,11 @@ def synthesize(home: str, stocks: int = 300, days: int = 750, seed: int = 0) -> 
 
 
 @task(name="ingest", cache_key_fn=_ingest_key, **PERSIST,
-      retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_transient)
+      retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=transient)
 def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
     from pipeline.data.ingest import ingest as do_ingest
 
-    report = do_ingest(_settings(home), Path(data_dir))
+    report = do_ingest(settings_of(home), Path(data_dir))
     get_run_logger().info("%s", report)    # rows per table: in the file -> in the warehouse
     return {"fingerprint": report.fingerprint, "report": str(report)}
 
@@ -146,7 +146,7 @@ def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
 def validate(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.data.validate import validate_warehouse
 
-    text = str(validate_warehouse(_settings(home), gx="failures"))
+    text = str(validate_warehouse(settings_of(home), gx="failures"))
     get_run_logger().info("data %s: %s", data_fp, text)
     return text
 
@@ -155,7 +155,7 @@ def validate(home: str, data_fp: str, config: str | None = None, epochs: int | N
 def features(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.features.build import build_features
 
-    summary = build_features(_settings(home), _config(config, epochs))
+    summary = build_features(settings_of(home), _config(config, epochs))
     get_run_logger().info("%s (data %s): %s", "features built" if summary.changed else
                           "features reused, all tables current", data_fp, summary)
     return str(summary)
@@ -166,7 +166,7 @@ def tensor_store(home: str, data_fp: str, config: str | None = None, epochs: int
     from pipeline.store.build import build_store
 
     t0 = time.time()
-    store = build_store(_settings(home), _config(config, epochs))
+    store = build_store(settings_of(home), _config(config, epochs))
     days, stocks, feats = store.shape
     built = (store.root / "meta.json").stat().st_mtime >= t0
     extended = store.meta.get("extended_from")
@@ -182,11 +182,11 @@ def plan_stacks(home: str, store_fp: str, cells: list[dict], config: str | None 
     """The grid's cells packed into training stacks (`pipeline.grid.plan_stacks`)."""
     from pipeline.grid import plan_stacks as plan
 
-    return plan(load_config(config), [Cell.from_dict(c) for c in cells], _store(home, store_fp))
+    return plan(load_config(config), [Cell.from_dict(c) for c in cells], store_of(home, store_fp))
 
 
 @task(name="train-stack", cache_key_fn=_stack_key, **PERSIST,
-      retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
+      retries=1, retry_delay_seconds=10, retry_condition_fn=transient)
 def train_stack(home: str, store_fp: str, cells: list[dict], config: str | None = None,
                 epochs: int | None = None) -> list[dict]:
     """A stack of cells (one model) trained together; per cell {cell, run_id, experiment_id,
@@ -194,8 +194,8 @@ def train_stack(home: str, store_fp: str, cells: list[dict], config: str | None 
     cell of it fails) if training failed."""
     from pipeline.cell import run_stack
 
-    outs = run_stack(_settings(home), _config(config, epochs), [Cell.from_dict(c) for c in cells],
-                     store=_store(home, store_fp))
+    outs = run_stack(settings_of(home), _config(config, epochs), [Cell.from_dict(c) for c in cells],
+                     store=store_of(home, store_fp))
     results = [{"cell": c, "error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else
                {"cell": c, "run_id": r.run_id, "experiment_id": r.experiment_id,
                 "metrics": {k: float(v) for k, v in r.metrics.items()}}
@@ -215,7 +215,7 @@ def train_stack(home: str, store_fp: str, cells: list[dict], config: str | None 
 def report(home: str) -> str:
     from pipeline.report import build_report
 
-    settings = _settings(home)
+    settings = settings_of(home)
     rep = build_report(settings)
     get_run_logger().info("paper tables over %d runs on tensor store %s: %s; MLflow run %s",
                           len(rep.runs), rep.store_fingerprint, settings.reports_dir / "report.md",
@@ -228,8 +228,8 @@ def champion(home: str, store_fp: str, results: list[dict], config: str | None =
              epochs: int | None = None) -> list[dict]:
     from pipeline.champion import challenge
 
-    decisions = [d.as_dict() for d in challenge(_settings(home), _config(config, epochs), results,
-                                                _store(home, store_fp))]
+    decisions = [d.as_dict() for d in challenge(settings_of(home), _config(config, epochs), results,
+                                                store_of(home, store_fp))]
     log = get_run_logger()
     for d in decisions:
         log.info("champion %s: %s version %s (run %s): %s (metric %s over %s..%s on %s)",
@@ -246,7 +246,7 @@ def next_day_predictions(home: str, store_fp: str, models: list[str], config: st
                          epochs: int | None = None) -> dict:
     from pipeline.next_day import predict_next_day
 
-    written = predict_next_day(_settings(home), _config(config, epochs), models, _store(home, store_fp))
+    written = predict_next_day(settings_of(home), _config(config, epochs), models, store_of(home, store_fp))
     log = get_run_logger()
     for key, n in written.items():
         log.info("next-day predictions %s: %d rows written to the warehouse table `predictions`",

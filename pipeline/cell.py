@@ -102,7 +102,9 @@ def run_cell(settings: Settings, config: Config, cell: Cell, *, store=None, regi
 
 
 def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=None,
-              register: bool = True, progress: bool = True) -> list[CellResult | Exception]:
+              register: bool = True, progress: bool = True, experiment: str | None = None,
+              tags: dict[str, str] | None = None,
+              run_suffix: str = "") -> list[CellResult | Exception]:
     """Train the cells (one model; `pipeline.grid.pack_stacks`) together as one stack
     (`pipeline.train.fit_stack`), then evaluate and log each in its own MLflow run, as
     `run_cell` does for one. Returns, per cell, its CellResult or the exception that failed its
@@ -110,7 +112,11 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
     every cell's run ends FAILED and the exception is raised: a failed stack fails its cells.
 
     Each cell keeps its own checkpoint folder and MLflow run, so a killed stack resumes (in a
-    stack of any make-up, or alone) where each cell stopped."""
+    stack of any make-up, or alone) where each cell stopped.
+
+    experiment: the MLflow experiment of the runs (default `tracking.EXPERIMENT`); tags: more
+    tags on each new run; run_suffix: appended to each run's name (a study's variant in
+    `miga paper`)."""
     from pipeline import tracking
     from pipeline.models import MODELS, model_config
     from pipeline.train import resolve_device
@@ -145,16 +151,17 @@ def run_stack(settings: Settings, config: Config, cells: list[Cell], *, store=No
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_id_file = ckpt_dir / RUN_ID_FILE
         resume_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-        run_id, exp_id, resumed = tracking.open_cell_run(settings, cell.name, resume_id)
+        run_id, exp_id, resumed = tracking.open_cell_run(settings, cell.name + run_suffix, resume_id,
+                                                         experiment or tracking.EXPERIMENT)
         run_id_file.write_text(run_id)
         slots.append(_Slot(cell, ckpt_dir, run_id, exp_id))
         if resumed:
             tracking.start_cell(settings, run_id, {"resumed": "true"}, {})
         else:
-            tags = _tags(cell, store, device, key)
+            run_tags = {**_tags(cell, store, device, key), **(tags or {})}
             if len(cells) > 1:
-                tags["stack"] = ",".join(c.name for c in cells)
-            tracking.start_cell(settings, run_id, tags, _params(config, cell, store),
+                run_tags["stack"] = ",".join(c.name for c in cells)
+            tracking.start_cell(settings, run_id, run_tags, _params(config, cell, store),
                                 dataset={"name": f"tensor store {store.fingerprint} / {cell.stockset}",
                                          "digest": store.fingerprint, "path": str(store.root)})
     try:

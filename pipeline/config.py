@@ -41,7 +41,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 SEGMENT_NAMES = ("train", "valid", "test")
 EMBARGOED = ("train", "valid")  # segments followed by another one: their last labels look ahead
 DEMO_CONFIG = "quick"           # the embedded default that `miga demo` and the flow run
-SECTIONS = ("segments", "presets", "data", "train", "backtest", "run", "engine", "models")
+SECTIONS = ("segments", "presets", "data", "train", "backtest", "run", "engine", "models", "paper")
 # The names of pipeline.models.MODELS, the registry (a layer above this one, so it cannot be
 # imported here; tests/code/test_config.py checks the two agree).
 MODEL_NAMES = ("miga-conv", "miga-rec", "miga-attn", "tcn", "lstm", "transformer", "moderntcn",
@@ -154,8 +154,39 @@ class RunConfig:
     seeds: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class PaperScale:
+    """One scale of `miga paper` ([paper.smoke], [paper.full]): which cells, how long."""
+    stocksets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    max_epochs: int
+    train_days: int      # calendar days: keep the train segment's last N (0 = all of it)
+    valid_days: int      # keep the valid segment's first N (0 = all of it)
+    test_days: int       # keep the test segment's first N (0 = all of it)
+    sweep: tuple[str, ...]   # Figure 4's settings, "<groups>x<experts>k<top_k>"
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """`miga paper` (pipeline/paper): the studies behind the paper's tables and figures. Not
+    part of a cell's identity: a cell is the same whichever study asked for it."""
+    experiment: str
+    models: tuple[str, ...]          # Tables 1 and 2 (with the anchors)
+    pairs: tuple[str, ...]           # Figure 3: "<MIGA variant>:<its end-to-end counterpart>"
+    curve_epochs: int                # Figure 3: the first N epochs
+    ablation: tuple[str, ...]        # Table 3: these with inner-group attention off
+    sweep_model: str                 # Figure 4's model
+    specialists: tuple[str, ...]     # Figures 5 and 6: each expert's own predictions backtested
+    significance: str                # its daily IC against its best baseline's (Newey-West t)
+    smoke: PaperScale
+    full: PaperScale
+
+
 _SECTION_OF = {DataConfig: "data", TrainConfig: "train", BacktestConfig: "backtest",
-               EngineConfig: "engine", RunConfig: "run"}
+               EngineConfig: "engine", RunConfig: "run", PaperConfig: "paper",
+               PaperScale: "paper.scale"}
+PAPER_SCALES = ("smoke", "full")
+SWEEP_SETTING = re.compile(r"(\d+)x(\d+)k(\d+)")   # Figure 4: groups x experts, top k
 
 
 @dataclass(frozen=True)
@@ -166,6 +197,7 @@ class Config:
     backtest: BacktestConfig
     run: RunConfig
     engine: EngineConfig
+    paper: PaperConfig
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # [models.<name>] hyper-parameters
     source: str = ""  # the file it was loaded from (for logging)
     # [models.<name>.train]: the keys of a model's training recipe that differ from [train]
@@ -211,13 +243,16 @@ class Config:
             else:
                 out[prefix] = obj
 
-        walk("", asdict(self))
+        d = asdict(self)
+        d.pop("paper")        # what `miga paper` runs, not what a cell learns
+        walk("", d)
         return out
 
     def cell_fingerprint(self) -> str:
         """The sections that decide what a cell learns: all but [engine] (a cell trains to the
         same result alone or in a stack of any size)."""
-        return self.fingerprint(*[f.name for f in fields(self) if f.name not in ("engine", "source")])
+        return self.fingerprint(*[f.name for f in fields(self)
+                                  if f.name not in ("engine", "paper", "source")])
 
     def fingerprint(self, *sections: str) -> str:
         """Hash of the given sections (all when none), for cache keys."""
@@ -299,6 +334,24 @@ _ALLOWS: dict[str, _Allows] = {
     "engine.parallel_stacks": _min(1),
     "run.models": _one_of(MODEL_NAMES, f"registered models ({', '.join(MODEL_NAMES)})"),
     "run.seeds": _between(0, 2**32 - 1),   # numpy's seed range
+    "paper.models": _one_of(MODEL_NAMES, f"registered models ({', '.join(MODEL_NAMES)})"),
+    "paper.ablation": _one_of(("miga-conv", "miga-rec", "miga-attn"), "MIGA variants"),
+    "paper.sweep_model": _one_of(("miga-conv", "miga-rec", "miga-attn"), "MIGA variants"),
+    "paper.specialists": _one_of(("miga-conv", "miga-rec", "miga-attn"), "MIGA variants"),
+    "paper.significance": _one_of(MODEL_NAMES, f"registered models ({', '.join(MODEL_NAMES)})"),
+    "paper.pairs": _Allows(lambda v: len(v.split(":")) == 2
+                           and all(m in MODEL_NAMES for m in v.split(":")),
+                           "pairs of registered models, \"<miga variant>:<baseline>\"", noun=True),
+    "paper.curve_epochs": _min(1),
+    "paper.scale.stocksets": _STOCKSET_NAME,
+    "paper.scale.seeds": _between(0, 2**32 - 1),
+    "paper.scale.max_epochs": _min(1),
+    "paper.scale.train_days": _min(0),
+    "paper.scale.valid_days": _min(0),
+    "paper.scale.test_days": _min(0),
+    "paper.scale.sweep": _Allows(lambda v: SWEEP_SETTING.fullmatch(v) is not None,
+                                 "settings \"<groups>x<experts>k<top_k>\", e.g. \"7x9k8\"",
+                                 noun=True),
 }
 
 _KINDS = {"int": int, "float": float, "str": str, "bool": bool}
@@ -609,14 +662,35 @@ def config_from_dict(raw: dict, source: str = "", *,
     backtest = _check_backtest(_build(BacktestConfig, raw.get("backtest", {}), ("backtest",), at), at)
     run = _build(RunConfig, raw.get("run", {}), ("run",), at)
     engine = _build(EngineConfig, raw.get("engine", {}), ("engine",), at)
+    paper = _paper(raw.get("paper", {}), at)
     models, model_train, model_stocksets = _model_tables(raw.get("models", {}), asdict(train), at)
     return Config(
         segments=segments, data=data, train=train, backtest=backtest, run=run, engine=engine,
-        models=models,
+        paper=paper, models=models,
         source=source,
         model_train=model_train,
         model_stocksets=model_stocksets,
     )
+
+
+def _paper(raw: dict, at: _At) -> PaperConfig:
+    """[paper] with its scale tables [paper.smoke] and [paper.full]."""
+    flat = {k: v for k, v in raw.items() if k not in PAPER_SCALES}
+    scales = {}
+    for name in PAPER_SCALES:
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise _error(at(("paper", name)), f"paper.{name} must be a table [paper.{name}], got {table!r}")
+        scales[name] = _build(PaperScale, table, ("paper", name), at)
+    # A setting's top_k must fit its experts (the model would refuse it later, mid-run).
+    for name, sc in scales.items():
+        for s in sc.sweep:
+            g, e, k = map(int, SWEEP_SETTING.fullmatch(s).groups())
+            if not (g >= 1 and e >= 1 and 1 <= k <= g * e):
+                raise _error(at(("paper", name, "sweep")),
+                             f"paper.{name}.sweep setting {s!r} needs groups, experts >= 1 and "
+                             f"1 <= top_k <= groups*experts")
+    return _build(PaperConfig, {**flat, **scales}, ("paper",), at, check=flat)
 
 
 def _config_names() -> str:

@@ -25,7 +25,8 @@ from pipeline.evaluation.portfolio import risk
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +87,7 @@ def cumulative_returns(returns: pd.DataFrame, run: str = "", *, universe: str | 
     4. cumulative long-short (long top minus short bottom); 5. daily turnover (weight bought).
     universe, top_frac, costs, days_per_year: only for the title and the legend's statistics.
     """
-    plt = _plt()
+    plt = pyplot()
     r = returns
     x = pd.to_datetime(r.index)
     cost = r["cost"] if "cost" in r else r["excess"] - r["excess_net"]
@@ -202,7 +203,7 @@ def daily_ic(daily: pd.DataFrame, run: str = "", window: int = 20):
     histogram of the daily IC and RankIC, and the mean daily IC per month (years x months,
     diverging colours centred at 0). daily: indexed by date, columns ic, rank_ic
     (`pipeline.evaluation.ic.daily_ic`)."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.colors import Normalize
 
     x = np.asarray(pd.to_datetime(daily.index))
@@ -263,7 +264,7 @@ def expert_usage(usage: dict[str, np.ndarray], run: str = ""):
     or more sets): each set minus the mean over the sets, on one scale centred at 0 — where the
     stock sets route differently (the paper's claim: experts specialise by stock style).
     """
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.colors import Normalize, TwoSlopeNorm
 
     names = list(usage)
@@ -328,7 +329,7 @@ def _grid_ticks(ax, g: int, e: int, x_labelled: bool, y_labelled: bool) -> None:
 def training_curves(history: list[dict], run: str = "", best_epoch: int | None = None):
     """Per epoch (integer x ticks): train loss, train / valid IC and valid RankIC, and MIGA's
     routing entropy when recorded; the best epoch (the weights kept) a vertical line on each."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     h = pd.DataFrame(history)

@@ -111,11 +111,12 @@ def _finite(d: dict[str, Any]) -> dict[str, float]:
 # A stack trains K cells at once, each its own run: while it trains, the runs are written by
 # id (`open_cell_run`, `start_cell`, `log_epoch`); each is then made the active run in turn
 # (`active_run`) for its evaluation and artifacts, and ends FINISHED, or FAILED on an error.
-def open_cell_run(settings: Settings, run_name: str, resume_id: str | None = None) -> tuple[str, str, bool]:
+def open_cell_run(settings: Settings, run_name: str, resume_id: str | None = None,
+                  experiment: str = EXPERIMENT) -> tuple[str, str, bool]:
     """A run of the training experiment, created (or reopened) without making it active:
     (run_id, experiment_id, resumed). resume_id: a killed cell's run; a finished or unknown one
     starts anew."""
-    exp_id = setup(settings)
+    exp_id = setup(settings, experiment)
     client = _client(settings)
     if resume_id:
         try:
@@ -312,6 +313,44 @@ def finished_runs(settings: Settings, experiment: str = EXPERIMENT) -> list[dict
                               order_by=["attributes.start_time DESC"], max_results=5000)
     return [{"run_id": r.info.run_id, "start": r.info.start_time, "tags": dict(r.data.tags),
              "metrics": _flat(r.data.metrics)} for r in runs]
+
+
+def find_keyed_run(settings: Settings, run_key: str, experiments) -> dict | None:
+    """The latest finished run with tag `run_key` (same cell, config and tensor store) in any of
+    `experiments` (names; missing ones are skipped): {run_id, experiment_id, tags, metrics}."""
+    client = _client(settings)
+    ids = [e.experiment_id for e in map(client.get_experiment_by_name, experiments) if e is not None]
+    if not ids:
+        return None
+    runs = client.search_runs(ids, f"tags.run_key = '{_q(run_key)}' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    r = runs[0]
+    return {"run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
+            "tags": dict(r.data.tags), "metrics": _flat(r.data.metrics)}
+
+
+def metric_history(settings: Settings, run_id: str, name: str) -> list[tuple[int, float]]:
+    """(step, value) of a logged metric (e.g. an `EPOCH_METRICS` curve), by step."""
+    return sorted((m.step, m.value) for m in _client(settings).get_metric_history(run_id, name))
+
+
+def set_run_tags(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
+    """Tags on a run, whatever its status (a parent link: `PARENT_TAG`)."""
+    client = _client(settings)
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+
+
+PARENT_TAG = "mlflow.parentRunId"   # the MLflow UI nests a run under the run this tag names
+
+
+def log_parent_run(settings: Settings, experiment: str, run_name: str, tags: dict[str, str],
+                   metrics: dict[str, float], files) -> str:
+    """A finished run of `experiment` named `run_name` holding `files` (created, or updated by a
+    rerun: files replaced); children nest under it by `PARENT_TAG`. Returns its id."""
+    return _upsert_run(settings, experiment, run_name, tags, metrics, files)
 
 
 def log_report(settings: Settings, experiment: str, tags: dict[str, str],

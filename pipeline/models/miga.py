@@ -153,6 +153,15 @@ class MIGA(nn.Module):
         preds = torch.einsum("nged,ged->nge", o, self.readout_w) + self.readout_b  # (n, G, E)
         return logits, w, preds
 
+    def expert_predictions(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each expert's own forecast for every stock, (B, N, G, E), zeros at padding: what
+        paper 3.6 backtests expert by expert (`heads`' predictions, without the routing)."""
+        rows = mask.reshape(-1)
+        with real_rows(rows):
+            h = self.encoder(stock_rows(x, mask))
+        preds = self.heads(h)[2]
+        return (preds * rows[:, None, None]).view(*mask.shape, *preds.shape[1:])
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
                 market: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         rows = mask.reshape(-1)                           # (B*N,)

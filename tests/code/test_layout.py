@@ -17,7 +17,8 @@ LAYERS = (("pipeline.errors", 0), ("pipeline.settings", 0), ("pipeline.config", 
           ("pipeline.models", 4), ("pipeline.losses", 4), ("pipeline.engine", 4), ("pipeline.train", 4),
           ("pipeline.anchors", 4),
           ("pipeline.grid", 5), ("pipeline.cell", 5), ("pipeline.report", 5),
-          ("pipeline.champion", 5), ("pipeline.next_day", 5), ("pipeline", 0), ("flows", 6))
+          ("pipeline.champion", 5), ("pipeline.next_day", 5), ("pipeline.paper", 5), ("pipeline", 0),
+          ("flows", 6))
 
 
 def _modules() -> dict[str, Path]:
