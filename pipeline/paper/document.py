@@ -354,14 +354,14 @@ def build(settings: Settings, config: Config, scale: str, store, cells: list[Pap
             "store_fingerprint": store.fingerprint, "git_commit": tracking.git_commit(),
             "config": config.source, "segments": store.segments.to_json(),
             "cells": n_cells, "trained": trained, "reused": n_cells - trained,
-            "stocksets": list(sc.stocksets), "seeds": list(sc.seeds), "max_epochs": sc.max_epochs}
+            "stocksets": list(sc.stocksets), "seeds": list(sc.seeds), "max_epochs": config.train.max_epochs}
     runs.to_csv(folder / "runs.csv", index=False)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     intro = (f"`miga paper --scale {scale}`: {n_cells} cells ({trained} trained by this run, "
              f"{n_cells - trained} reused) on tensor store `{store.fingerprint}` (data "
              f"`{meta['data_fingerprint']}`), commit `{meta['git_commit']}`, config "
              f"`{config.source}`. Stock sets {', '.join(sc.stocksets)}; seeds "
-             f"{', '.join(map(str, sc.seeds))}; at most {sc.max_epochs} epochs. Cells: mean (std "
+             f"{', '.join(map(str, sc.seeds))}; at most {config.train.max_epochs} epochs. Cells: mean (std "
              "over seeds), the best mean of a column in bold; under it the paper's value and ours "
              "minus the paper's.")
     notes_html = "".join(f"<li>{html_lib.escape(n)}</li>" for n in notes)
