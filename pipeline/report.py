@@ -98,12 +98,14 @@ def collect_runs(settings: Settings, experiment: str = "miga",
     return df.reset_index(drop=True), fp
 
 
-def _stocksets(runs: pd.DataFrame) -> list[str]:
+def stocksets_of(runs: pd.DataFrame) -> list[str]:
+    """The runs' stock sets in the paper's order (csi300, csi500, csi1000, all, then others)."""
     present = list(dict.fromkeys(runs["stockset"]))
     return sorted(present, key=lambda s: (STOCKSET_ORDER.index(s) if s in STOCKSET_ORDER else 99, s))
 
 
-def _models(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+def models_of(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(model, display name, type) of the runs' models: the paper's rows first, then others."""
     known = [m for m in MODEL_ROWS if m[0] in set(runs["model"])]
     other = sorted(set(runs["model"]) - {m[0] for m in MODEL_ROWS})
     return known + [(m, m, "Other") for m in other]
@@ -111,9 +113,9 @@ def _models(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def table(runs: pd.DataFrame, metrics) -> pd.DataFrame:
     """Long frame: model, stockset (incl. Average), metric, mean, std, n (seeds or pooled values)."""
-    sets = _stocksets(runs)
+    sets = stocksets_of(runs)
     out = []
-    for model, _, _ in _models(runs):
+    for model, _, _ in models_of(runs):
         mr = runs[runs["model"] == model]
         for key, _ in metrics:
             pooled = []
@@ -130,7 +132,7 @@ def table(runs: pd.DataFrame, metrics) -> pd.DataFrame:
 
 def _cells(long: pd.DataFrame, runs: pd.DataFrame, metrics, digits: int, title: str = "") -> Table:
     """The formatted cells, with the best mean of each column marked."""
-    sets = _stocksets(runs) + ([AVERAGE] if len(_stocksets(runs)) > 1 else [])
+    sets = stocksets_of(runs) + ([AVERAGE] if len(stocksets_of(runs)) > 1 else [])
     cols = [(s, k, name) for s in sets for k, name in metrics]
     best = {}
     for s, k, _ in cols:
@@ -140,7 +142,7 @@ def _cells(long: pd.DataFrame, runs: pd.DataFrame, metrics, digits: int, title: 
                         if len(sel) else None)
     header = ["Type", "Model"] + [f"{s} {name}" for s, _, name in cols]
     rows = []
-    for model, display, kind in _models(runs):
+    for model, display, kind in models_of(runs):
         cells = [(kind, False), (display, False)]
         for s, k, _ in cols:
             sel = long[(long["model"] == model) & (long["stockset"] == s) & (long["metric"] == k)]

@@ -63,11 +63,12 @@ def find(settings: Settings, config: Config, cells: list[PaperCell], store) -> d
     """run key -> the finished run of each cell that has one."""
     from pipeline import tracking
 
-    out = {}
+    out, asked = {}, set()
     for pc in cells:
         key = cell_key(pc, config, store)
-        if key in out:
+        if key in asked:            # the same cell asked for by another study
             continue
+        asked.add(key)
         hit = tracking.find_keyed_run(settings, key, [config.paper.experiment, tracking.EXPERIMENT])
         if hit:
             out[key] = Found(pc, hit["run_id"], hit["experiment_id"], hit["metrics"])

@@ -30,12 +30,11 @@ from pipeline.evaluation.significance import ic_difference
 from pipeline.paper import beside
 from pipeline.paper.cells import Found, cell_key
 from pipeline.paper.plan import PaperCell, sweep_settings
-from pipeline.report import AVERAGE, MODEL_ROWS, STOCKSET_ORDER, table
+from pipeline.report import AVERAGE, MODEL_ROWS, Table, models_of, stocksets_of, table
 from pipeline.settings import Settings
 
 ANCHORS = ("lgbm", "linear")
 DISPLAY = {m: d for m, d, _ in MODEL_ROWS}
-KIND = {m: k for m, _, k in MODEL_ROWS}
 TABLE3 = (("long_only_ar", "LO AR"), ("long_only_ir", "LO IR"))
 
 
@@ -72,11 +71,6 @@ def runs_frame(config: Config, cells: list[PaperCell], found: dict[str, Found], 
     return pd.DataFrame(rows)
 
 
-def _sets(runs: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(runs["stockset"]))
-    return sorted(present, key=lambda s: (STOCKSET_ORDER.index(s) if s in STOCKSET_ORDER else 99, s))
-
-
 def _fmt(v: float, digits: int) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -89,13 +83,11 @@ def paper_table(runs: pd.DataFrame, metrics, digits: int) -> tuple[pd.DataFrame,
     ours = long.assign(stockset=long["stockset"].replace({AVERAGE: "average"}))
     both = beside(ours.drop(columns="n"))
     both = both[both["model"].isin(set(runs["model"])) & both["metric"].isin([k for k, _ in metrics])]
-    sets = _sets(runs) + (["average"] if len(_sets(runs)) > 1 else [])
-    models = [m for m, _, _ in MODEL_ROWS if m in set(runs["model"])]
-    models += sorted(set(runs["model"]) - set(models))
+    sets = stocksets_of(runs) + (["average"] if len(stocksets_of(runs)) > 1 else [])
     header = ["Type", "Model"] + [f"{s} {name}" for s in sets for _, name in metrics]
     cells, best = [], []
-    for m in models:
-        row, mark = [KIND.get(m, "Other"), DISPLAY.get(m, m)], [False, False]
+    for m, display, kind in models_of(runs):
+        row, mark = [kind, display], [False, False]
         for s in sets:
             for k, _ in metrics:
                 sel = both[(both["model"] == m) & (both["stockset"] == s) & (both["metric"] == k)]
@@ -129,7 +121,7 @@ def attention_table(runs: pd.DataFrame, ablation) -> pd.DataFrame:
             if part.empty:
                 continue
             row = {"Model": DISPLAY.get(m, m), "inner-group attention": label}
-            for s in _sets(runs):
+            for s in stocksets_of(runs):
                 for k, name in TABLE3:
                     v = part.loc[part["stockset"] == s, k].dropna() if k in part else pd.Series(dtype=float)
                     sd = v.std(ddof=1) if len(v) > 1 else math.nan
@@ -139,14 +131,12 @@ def attention_table(runs: pd.DataFrame, ablation) -> pd.DataFrame:
     return pd.DataFrame(rows, dtype=object)
 
 
-def sweep_frame(runs: pd.DataFrame, sweep_model: str, settings_list, own: str) -> pd.DataFrame:
+def sweep_frame(runs: pd.DataFrame, settings_list) -> pd.DataFrame:
     """Figure 4's values: setting, experts, stockset, seed, test_icir, test_rank_icir, run_id.
-    `own`: the setting of the config's own model (its runs are the grid's)."""
+    (The setting of the model's own config is an experts cell too, served by the grid's run.)"""
     rows = []
     for setting in settings_list:
         sel = runs[(runs["study"] == "experts") & (runs["variant"] == setting)]
-        if sel.empty and setting == own:
-            sel = runs[(runs["study"] == "grid") & (runs["model"] == sweep_model)]
         s = sweep_settings(setting)
         for _, r in sel.iterrows():
             rows.append({"setting": setting, "experts": s["groups"] * s["experts"], "top_k": s["top_k"],
@@ -176,7 +166,7 @@ def significance(settings: Settings, runs: pd.DataFrame, model: str) -> tuple[pd
         return pd.DataFrame(), None
     g = runs[runs["study"] == "grid"]
     rows = []
-    for s in _sets(g):
+    for s in stocksets_of(g):
         diffs = []
         for seed in sorted(set(g["seed"])):
             a = g[(g["model"] == model) & (g["stockset"] == s) & (g["seed"] == seed)]
@@ -247,9 +237,9 @@ def _md_table(df: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
     if df.empty:
         return "_no runs_"
     shown = df.map(_cell)
-    if best is not None:
-        shown = shown.mask(best & shown.ne(""), "**" + shown + "**")
-    return shown.to_markdown(index=False, disable_numparse=True)
+    if best is None:
+        best = pd.DataFrame(False, index=shown.index, columns=shown.columns)
+    return Table("", shown, best).markdown()
 
 
 def build(settings: Settings, config: Config, scale: str, store, cells: list[PaperCell],
@@ -316,8 +306,7 @@ def build(settings: Settings, config: Config, scale: str, store, cells: list[Pap
         figure("figure3", f"Figure 3: training loss and validation IC, first {p.curve_epochs} epochs ({first})",
                figures.curves(hist, pairs, p.curve_epochs))
 
-    own = model_setting(config, p.sweep_model, first)
-    sweep = sweep_frame(runs, p.sweep_model, sc.sweep, own) if not runs.empty else pd.DataFrame()
+    sweep = sweep_frame(runs, sc.sweep) if not runs.empty else pd.DataFrame()
     tables["figure4"] = sweep
     sweep.to_csv(folder / "figure4.csv", index=False)
     if sweep.empty:
@@ -394,12 +383,4 @@ def build(settings: Settings, config: Config, scale: str, store, cells: list[Pap
             if str(r["experiment_id"]) == exp_id:
                 tracking.set_run_tags(settings, r["run_id"], {tracking.PARENT_TAG: report.run_id})
     return report
-
-
-def model_setting(config: Config, model: str, stockset: str) -> str:
-    """The config's own groups x experts / top-k of `model`, as a sweep setting."""
-    from pipeline.models import model_config
-
-    c = model_config(model, **config.model_overrides(model, stockset))
-    return f"{c.groups}x{c.experts}k{c.top_k}"
 

@@ -62,16 +62,25 @@ MAPPED_BYTES = 256 << 20
 _PAGE = mmap.PAGESIZE
 
 
-def _drop_pages(file: np.memmap) -> None:
-    """Unmap the pages of `file` from this process (the mapping itself stays valid)."""
-    mm = getattr(file, "_mmap", None)
-    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
+class _PageBudget:
+    """The pages of a features.f32 map touched since the last release: past MAPPED_BYTES they are
+    unmapped from this process (the mapping itself stays valid). One for a reader, one for a
+    writer."""
 
+    def __init__(self, file: np.memmap):
+        self.file, self.touched = file, 0
+        self.row_bytes = 4 * file.shape[2] + _PAGE      # a row of D float32 may straddle a page
 
-def _row_bytes(d: int) -> int:
-    """The bytes of pages one row of D float32 can touch (a row may straddle a page)."""
-    return 4 * d + _PAGE
+    def add(self, rows: int) -> None:
+        self.touched += int(rows) * self.row_bytes
+        if self.touched > MAPPED_BYTES:
+            self.release()
+
+    def release(self) -> None:
+        mm = getattr(self.file, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
+        self.touched = 0
 
 
 def as_segments(segments: Segments | Mapping) -> Segments:
@@ -115,7 +124,7 @@ class TensorStore:
         self._file = np.memmap(self.root / "features.f32", dtype=np.float32, mode="r",
                                shape=(days, self.capacity, d))
         self.features = self._file[:, :n]      # a view (itself a memmap) of the used slots
-        self._mapped = 0                       # bytes of pages read since the last release
+        self._pages = _PageBudget(self._file)  # pages read since the last release
         self.labels: np.ndarray = np.load(self.root / "labels.npy")
         self.traded: np.ndarray = np.load(self.root / "traded.npy")
         self.market: np.ndarray = np.load(self.root / "market.npy")
@@ -140,15 +149,12 @@ class TensorStore:
     def count_read(self, rows: int) -> None:
         """A reader gathered `rows` feature rows through the map: past MAPPED_BYTES of pages,
         they are released (`release_pages`), so a pass over the store keeps its RSS bounded."""
-        self._mapped += int(rows) * _row_bytes(self._file.shape[2])
-        if self._mapped > MAPPED_BYTES:
-            self.release_pages()
+        self._pages.add(rows)
 
     def release_pages(self) -> None:
         """Drop the pages of features.f32 this process has mapped (they stay in the page cache;
         views and tensors of the map stay valid and read them again on their next access)."""
-        _drop_pages(self._file)
-        self._mapped = 0
+        self._pages.release()
 
     def flat_features(self) -> np.ndarray:
         """The features file as a (Days * capacity, D) view: row d * capacity + j is stock j on
@@ -333,17 +339,14 @@ class StoreWriter:
     def _map(self, file: np.memmap, n: int) -> None:
         self._file = file
         self.features = file[:, :n]
-        self._mapped = 0
+        self._pages = _PageBudget(file)
 
     def count_written(self, rows: int) -> None:
         """`rows` feature rows were written through the map: past MAPPED_BYTES of pages they are
         dropped from the process (bounded RSS however big the store). On a shared file map
         the kernel moves a dropped page's dirty bit to the page cache, which writes it back:
         nothing written is lost, and `finish` flushes the file."""
-        self._mapped += int(rows) * _row_bytes(self._file.shape[2])
-        if self._mapped > MAPPED_BYTES:
-            _drop_pages(self._file)
-            self._mapped = 0
+        self._pages.add(rows)
 
     def finish(self, *, labels, traded, members: dict, stats: dict, market,
                execution: dict, extra_meta: dict | None = None) -> Path:
