@@ -117,7 +117,7 @@ def timings(report: str) -> str:
     return next((ln.strip() for ln in report.splitlines() if ln.strip().startswith("seconds:")), "")
 
 
-def bench(tmp: Path, data: Path, label: str, memory: str, bare: bool) -> None:
+def bench(tmp: Path, data: Path, label: str, memory: str, bare: bool, append: bool = True) -> None:
     files = sorted((data / "features").glob("*.parquet"))
     size = sum(f.stat().st_size for f in files) / 2**30
     print(f"== {label}: {len(files)} files, {size:.2f} GiB of parquet", flush=True)
@@ -136,6 +136,8 @@ def bench(tmp: Path, data: Path, label: str, memory: str, bare: bool) -> None:
     row("ingest + validation, empty warehouse", iw, irss,
         f"ratio {iw / bw:.2f}x the bare insert, {iw / sw:.2f}x with its setting" if bare else "")
     print("   ", timings(out), flush=True)
+    if not append:
+        return
     aside = next((data / "aside").glob("*.parquet"))
     target = data / "features" / aside.name
     shutil.copyfile(aside, target)
@@ -168,12 +170,19 @@ def main() -> None:
     p.add_argument("--memory", default="3GB", help="DuckDB memory_limit (the ingest's default)")
     p.add_argument("--layouts", action="store_true", help="(c): the bare insert's variants")
     p.add_argument("--wide-dir", default=str(Path(tempfile.gettempdir()) / "miga-bench-panel"))
+    p.add_argument("--data", help="(a) only, on this data folder's features/ files (e.g. `miga "
+                   "synth --features 626 --panel-files month --price-files month` at a size "
+                   "whose second copy would not fit on the disk); the daily append is "
+                   "bench_panel_store.py's")
     args = p.parse_args()
     print(f"cpus {os.cpu_count()}, python {sys.version.split()[0]}, 626 float32 features, "
           f"month files", flush=True)
     wide = Path(args.wide_dir)
     tmp = Path(tempfile.mkdtemp(prefix="miga-bench-panel-"))
     try:
+        if args.data:
+            return bench(tmp, Path(args.data), Path(args.data).name, args.memory, bare=True,
+                         append=False)
         short = folder(wide, args.stocks, args.short)
         bench(tmp, short, f"{args.stocks} x {args.short} days", args.memory, bare=True)
         shutil.rmtree(tmp / f"home-{args.stocks} x {args.short} days", ignore_errors=True)

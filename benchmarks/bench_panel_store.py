@@ -81,6 +81,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHUNK_DAYS = 50
+# table file -> its folder (pipeline.data.files.FOLDERS)
+DATED = {"daily": "daily", "features": "features"}
 CONFIG = """[segments]
 train = ["2016-01-04", "2018-06-29"]
 valid = ["2018-07-02", "2018-12-31"]
@@ -98,6 +100,27 @@ def child_ingest(home: str, data: str) -> dict:
 
     t = time.perf_counter()
     ingest(Settings.from_env(Path(home)).ensure(), Path(data))
+    return {"seconds": time.perf_counter() - t}
+
+
+def child_validate(home: str) -> dict:
+    """The flow's validate step: the rows the last ingest wrote (flows/steps.py)."""
+    from pipeline.data.validate import validate_warehouse
+    from pipeline.settings import Settings
+
+    t = time.perf_counter()
+    v = validate_warehouse(Settings.from_env(Path(home)), gx="failures", latest=True)
+    return {"seconds": time.perf_counter() - t, "rows": {x.table: x.rows for x in v.tables}}
+
+
+def child_features(home: str, config: str) -> dict:
+    """`miga features` (the labels and market features; the panel's view stays)."""
+    from pipeline.config import load_config
+    from pipeline.features.build import build_features
+    from pipeline.settings import Settings
+
+    t = time.perf_counter()
+    build_features(Settings.from_env(Path(home)).ensure(), load_config(config))
     return {"seconds": time.perf_counter() - t}
 
 
@@ -165,16 +188,25 @@ def child_train(root: str, config: str, stockset: str, days: int, threads: int) 
 
 
 def child_compare(a: str, b: str) -> dict:
-    """Two stores equal bit for bit (features a slab at a time, labels, stats)?"""
+    """Two stores equal bit for bit (features a slab at a time; every side array: labels,
+    traded, members, market, the execution arrays; the statistics)?"""
     import numpy as np
 
     from pipeline.store import TensorStore
+    from pipeline.store.arrays import EXECUTION_ARRAYS
 
     a, b = TensorStore(a), TensorStore(b)
     same = a.shape == b.shape and all(
         np.array_equal(np.asarray(a.features[i:i + 50]), np.asarray(b.features[i:i + 50]))
         for i in range(0, len(a.dates), 50))
-    same = same and np.array_equal(a.labels, b.labels, equal_nan=True) and a.norm_stats == b.norm_stats
+    same = (same and np.array_equal(a.labels, b.labels, equal_nan=True)
+            and np.array_equal(a.traded, b.traded) and np.array_equal(a.market, b.market)
+            and a.members.keys() == b.members.keys()
+            and all(np.array_equal(a.members[s], b.members[s]) for s in a.members)
+            and all(np.array_equal(a.execution[k], b.execution[k],
+                                   equal_nan=a.execution[k].dtype.kind == "f")
+                    for k in EXECUTION_ARRAYS)
+            and a.norm_stats == b.norm_stats)
     return {"same": bool(same)}
 
 
@@ -198,71 +230,98 @@ def run(kind: str, *args) -> dict:
     return res
 
 
-CHILDREN = {"ingest": child_ingest, "store": child_store, "gather": child_gather,
-            "train": child_train, "compare": child_compare}
+CHILDREN = {"ingest": child_ingest, "validate": child_validate, "features": child_features,
+            "store": child_store, "gather": child_gather, "train": child_train,
+            "compare": child_compare}
 
 
 # ---------------------------------------------------------------------------- data folders
+def _source(data: Path, name: str) -> str:
+    """`name`.parquet of `data`, or the files of its folder (synth --price-files/--panel-files
+    month) as a read_parquet pattern."""
+    single = data / f"{name}.parquet"
+    return str(single) if single.exists() else str(data / DATED[name] / "*.parquet")
+
+
 def _dates(data: Path) -> list:
     import duckdb
 
     con = duckdb.connect()
     return [r[0] for r in con.execute(
-        f"SELECT DISTINCT date FROM read_parquet('{data / 'daily.parquet'}') ORDER BY date").fetchall()]
+        f"SELECT DISTINCT date FROM read_parquet('{_source(data, 'daily')}') ORDER BY date").fetchall()]
 
 
-def _copy(con, src: Path, dst: Path, lo, hi) -> None:
+def _copy(con, src: str, dst: Path, lo, hi) -> None:
     con.execute(f"COPY (SELECT * FROM read_parquet('{src}') WHERE date >= $lo AND date <= $hi) "
                 f"TO '{dst}' (FORMAT parquet)", {"lo": lo, "hi": hi})
 
 
-def _folder(data: Path, out: Path, dates: list, last: int, chunks: Path, panel_file: bool) -> Path:
-    """`data` up to day index `last` (inclusive) in `out`: daily, index, membership, and the
-    panel as features/ (the 50-day files of `chunks` that end before `last`, hard-linked, plus one
-    file for the rest) or, with panel_file, one features.parquet."""
+def _cut(con, data: Path, name: str, folder: Path, dates: list, last: int, chunks: Path) -> None:
+    """`name`'s days 0..last as `folder`/, the files before `last` hard-linked: from one
+    `name`.parquet, 50-day files of `chunks` (written once); from a folder of files (synth's
+    month files), its files that end before `last`; then one file for the rest of the days
+    before `last` and one for `last`."""
+    folder.mkdir()
+    src, a = data / f"{name}.parquet", 0
+    if src.exists():
+        while a + CHUNK_DAYS - 1 <= last:
+            chunk = chunks / f"{name}-d{a:05d}.parquet"
+            if not chunk.exists():
+                _copy(con, str(src), chunk, dates[a], dates[a + CHUNK_DAYS - 1])
+            os.link(chunk, folder / f"d{a:05d}.parquet")
+            a += CHUNK_DAYS
+    else:
+        for f in sorted((data / DATED[name]).glob("*.parquet")):
+            hi = con.execute(f"SELECT max(date) FROM read_parquet('{f}')").fetchone()[0]
+            if hi >= dates[last]:
+                break
+            os.link(f, folder / f.name)
+            a = dates.index(hi) + 1
+    if a <= last:                     # the rest: days a..last-1 in one file, the day `last` in its own
+        if a < last:
+            _copy(con, _source(data, name), folder / f"d{a:05d}-{last - 1:05d}.parquet", dates[a],
+                  dates[last - 1])
+        _copy(con, _source(data, name), folder / f"d{last:05d}.parquet", dates[last], dates[last])
+
+
+
+
+def _folder(data: Path, out: Path, dates: list, last: int, chunks: Path, single: set) -> Path:
+    """`data` up to day index `last` (inclusive) in `out`: index and membership, and the prices
+    and the panel each as a folder of 50-day files (`_cut`) or, named in `single`, as one file."""
     import duckdb
 
     out.mkdir(parents=True)
     con = duckdb.connect()
     con.execute("SET threads = 2")
-    for name in ("daily", "index"):
-        _copy(con, data / f"{name}.parquet", out / f"{name}.parquet", dates[0], dates[last])
+    _copy(con, str(data / "index.parquet"), out / "index.parquet", dates[0], dates[last])
     shutil.copy(data / "membership.parquet", out / "membership.parquet")
-    src = data / "features.parquet"
-    if panel_file:
-        _copy(con, src, out / "features.parquet", dates[0], dates[last])
-        return out
-    (out / "features").mkdir()
-    a = 0
-    while a + CHUNK_DAYS - 1 <= last:
-        chunk = chunks / f"d{a:05d}.parquet"
-        if not chunk.exists():
-            _copy(con, src, chunk, dates[a], dates[a + CHUNK_DAYS - 1])
-        os.link(chunk, out / "features" / chunk.name)
-        a += CHUNK_DAYS
-    if a <= last:                     # the rest: days a..last-1 in one file, the day `last` in its own
-        if a < last:
-            _copy(con, src, out / "features" / f"d{a:05d}-{last - 1:05d}.parquet", dates[a], dates[last - 1])
-        _copy(con, src, out / "features" / f"d{last:05d}.parquet", dates[last], dates[last])
+    for name, folder in DATED.items():
+        if name in single:
+            _copy(con, _source(data, name), out / f"{name}.parquet", dates[0], dates[last])
+        else:
+            _cut(con, data, name, out / folder, dates, last, chunks)
     return out
 
 
-def _with_new_day(base: Path, out: Path, data: Path, dates: list, day: int, panel_file: bool) -> Path:
-    """`base` (up to day-1) plus the day `day`: the base's panel files linked and one new file."""
+def _with_new_day(base: Path, out: Path, data: Path, dates: list, day: int, single: set) -> Path:
+    """`base` (up to day-1) plus the day `day`: a folder's files linked and one new file, a
+    single file re-delivered whole."""
     import duckdb
 
     out.mkdir(parents=True)
     con = duckdb.connect()
-    for name in ("daily", "index"):
-        _copy(con, data / f"{name}.parquet", out / f"{name}.parquet", dates[0], dates[day])
+    _copy(con, str(data / "index.parquet"), out / "index.parquet", dates[0], dates[day])
     shutil.copy(data / "membership.parquet", out / "membership.parquet")
-    if panel_file:
-        _copy(con, data / "features.parquet", out / "features.parquet", dates[0], dates[day])
-        return out
-    (out / "features").mkdir()
-    for f in (base / "features").iterdir():
-        os.link(f, out / "features" / f.name)
-    _copy(con, data / "features.parquet", out / "features" / f"new{day:05d}.parquet", dates[day], dates[day])
+    for name, folder in DATED.items():
+        src = _source(data, name)
+        if name in single:
+            _copy(con, src, out / f"{name}.parquet", dates[0], dates[day])
+            continue
+        (out / folder).mkdir()
+        for f in (base / folder).iterdir():
+            os.link(f, out / folder / f.name)
+        _copy(con, src, out / folder / f"new{day:05d}.parquet", dates[day], dates[day])
     return out
 
 
@@ -276,7 +335,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training children "
                     "(1: on a shared 2-core box two threads spin-wait and collapse)")
     ap.add_argument("--panel-file", action="store_true", help="re-deliver features.parquet whole")
+    ap.add_argument("--price-file", action="store_true", help="re-deliver daily.parquet whole")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--no-rebuild", action="store_true", help="skip the rebuild and the comparison "
+                    "(disk: a second store); the old store is removed once the new one is built")
     ap.add_argument("--store", help="only part 2, on this built store (a folder of a previous run's "
                     "--work, e.g. WORK/home1200/store/<fingerprint>)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -300,34 +362,48 @@ def main() -> None:
         return _training(args.store, config, args)
     data = Path(args.data)
     dates = _dates(data)
-    mode = "features.parquet re-delivered whole" if args.panel_file else f"features/ of {CHUNK_DAYS}-day files + 1 new file"
-    print(f"data {data}: {len(dates)} days; panel delivery: {mode}", flush=True)
+    single = {n for n, flag in (("features", args.panel_file), ("daily", args.price_file)) if flag}
+    mode = ", ".join(f"{n}.parquet re-delivered whole" if n in single else
+                     f"{f}/ of {CHUNK_DAYS}-day files + 1 new file" for n, f in DATED.items())
+    print(f"data {data}: {len(dates)} days; delivery: {mode}", flush=True)
     last_root = None
     for hist in (int(h) for h in args.history.split(",")):
         home = work / f"home{hist}"
         t = time.perf_counter()
-        base = _folder(data, work / f"data{hist}-old", dates, hist - 2, work / "chunks", args.panel_file)
-        new = _with_new_day(base, work / f"data{hist}-new", data, dates, hist - 1, args.panel_file)
+        base = _folder(data, work / f"data{hist}-old", dates, hist - 2, work / "chunks", single)
+        new = _with_new_day(base, work / f"data{hist}-new", data, dates, hist - 1, single)
         print(f"\n-- history {hist} days (folders written in {time.perf_counter() - t:.0f} s)", flush=True)
         r = run("ingest", str(home), str(base))
         print(f"ingest {hist - 1} days                   {r['wall']:7.1f} s  peak RSS {r['rss_gib']:5.2f} GiB")
+        run("features", str(home), str(config))
         first = run("store", str(home), str(config))
         print(f"store BUILD from scratch               {first['seconds']:7.1f} s  peak RSS {first['rss_gib']:5.2f} GiB"
               f"  ({first['days']} days x {first['stocks']} stocks x {first['features']} features, "
               f"features file {first['file_gib']:.2f} GiB)", flush=True)
-        r = run("ingest", str(home), str(new))
-        print(f"ingest of the new day                  {r['wall']:7.1f} s  peak RSS {r['rss_gib']:5.2f} GiB")
-        ext = run("store", str(home), str(config))
+        append = {"ingest": run("ingest", str(home), str(new)), "validate": run("validate", str(home)),
+                  "features": run("features", str(home), str(config))}
+        ext = append["store"] = run("store", str(home), str(config))
         assert ext["extended_from"] == first["fingerprint"], ext
-        print(f"store EXTEND by one day                {ext['seconds']:7.1f} s  peak RSS {ext['rss_gib']:5.2f} GiB", flush=True)
-        kept = work / f"extended{hist}"
-        Path(ext["root"]).rename(kept)
-        full = run("store", str(home), str(config), True)
-        print(f"store REBUILD on the same data         {full['seconds']:7.1f} s  peak RSS {full['rss_gib']:5.2f} GiB")
-        same = run("compare", str(kept), full["root"])["same"]
-        print(f"extended == rebuilt: {same}")
-        assert same
-        shutil.rmtree(kept)
+        print("the daily append of day L (each step in its own process, as the flow runs them):")
+        for step, what in (("ingest", "ingest of the new day's files"),
+                           ("validate", "validate (the flow's step: the rows just written)"),
+                           ("features", "features (labels, market; the panel is a view)"),
+                           ("store", "store EXTEND by one day")):
+            print(f"  {what:<52} {append[step]['seconds']:7.1f} s  peak RSS "
+                  f"{append[step]['rss_gib']:5.2f} GiB", flush=True)
+        print(f"  {'end to end':<52} {sum(r['seconds'] for r in append.values()):7.1f} s  "
+              f"(validated rows: {append['validate']['rows']})", flush=True)
+        if args.no_rebuild:
+            full = ext
+        else:
+            kept = work / f"extended{hist}"
+            Path(ext["root"]).rename(kept)
+            full = run("store", str(home), str(config), True)
+            print(f"store REBUILD on the same data         {full['seconds']:7.1f} s  peak RSS {full['rss_gib']:5.2f} GiB")
+            same = run("compare", str(kept), full["root"])["same"]
+            print(f"extended == rebuilt: {same}")
+            assert same
+            shutil.rmtree(kept)
         for f in (base, new):
             shutil.rmtree(f)
         if last_root is not None:

@@ -111,9 +111,9 @@ def our_store(con, codes: list[str]) -> SimpleNamespace:
     insts = np.array([r[0] for r in con.execute("SELECT instrument FROM store_inst ORDER BY ji").fetchall()])
     days, n = len(dates), len(insts)
     traded = np.zeros((days, n), bool)
-    di, ji = (np.asarray(v) for v in run_sql(con, "store/traded").fetchnumpy().values())
+    di, ji = (np.asarray(v) for v in run_sql(con, "store/traded", {"from_day": 0}).fetchnumpy().values())
     traded[di, ji] = True
-    h = run_sql(con, "store/day_facts").fetchnumpy()
+    h = run_sql(con, "store/day_facts", {"from_day": 0}).fetchnumpy()
     ex = execution_arrays(days, n, *(np.asarray(v) for v in h.values()))
     return SimpleNamespace(dates=dates, instruments=insts, traded=traded,
                            labels=np.full((days, n), np.nan, np.float32), execution=ex,

@@ -13,14 +13,15 @@ def stable_key(*parts: Any) -> str:
 
 
 def folder_signature(data_dir: str | Path) -> list:
-    """Name, size and mtime of each input file (features/ files included): changes whenever a
-    file is replaced, grows, or a file is added to or removed from features/."""
-    from pipeline.data.ingest import FILES, feature_files
+    """Name, size and mtime of each input file (the files of daily/ and features/ included):
+    changes whenever a file is replaced, grows, or a file is added to or removed from a folder."""
+    from pipeline.data.ingest import FILES, FOLDERS, folder_files
 
     out = []
     files = [Path(data_dir) / name for name in FILES.values()]
-    if (Path(data_dir) / "features").is_dir():
-        files += feature_files(Path(data_dir))
+    for table, name in FOLDERS.items():
+        if (Path(data_dir) / name).is_dir():
+            files += folder_files(Path(data_dir), table)
     for p in files:
         if p.exists():
             st = p.stat()

@@ -93,7 +93,8 @@ def cmd_synth(args) -> int:
     from pipeline.data.synth import SynthSpec, write_synthetic
 
     spec = SynthSpec(n_stocks=args.stocks, n_days=args.days, seed=args.seed,
-                     n_features=args.features, start=args.start, panel_files=args.panel_files)
+                     n_features=args.features, start=args.start, panel_files=args.panel_files,
+                     price_files=args.price_files)
     out = write_synthetic(Path(args.out), spec)
     print(f"synthetic data folder written: {out}")
     return 0
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the feature panel as one features.parquet (single, the default) or as a "
                     "features/ folder of one file per day, month or year (year: hive folders "
                     "features/year=2019/part-0.parquet)")
+    sp.add_argument("--price-files", choices=["single", "day", "month", "year"], default="single",
+                    help="the prices as one daily.parquet (single, the default) or as a daily/ "
+                    "folder of one file per day, month or year, as a vendor delivers them")
     sp.add_argument("--start", default="2016-01-04", help="first trading day")
 
     sp = add("ingest", cmd_ingest, "check a data folder and load it into the home folder "

@@ -146,7 +146,8 @@ def ingest(home: str, data_dir: str, warehouse_id: str) -> dict:
 def validate(home: str, data_fp: str, config: str | None = None, epochs: int | None = None) -> str:
     from pipeline.data.validate import validate_warehouse
 
-    text = str(validate_warehouse(settings_of(home), gx="failures"))
+    # the rows the ingest just wrote (it validated them as files); `miga validate`: every row
+    text = str(validate_warehouse(settings_of(home), gx="failures", latest=True))
     get_run_logger().info("data %s: %s", data_fp, text)
     return text
 

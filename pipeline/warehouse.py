@@ -114,6 +114,13 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = Non
     return con.execute(sql_text(name), params or {})
 
 
+def run_table_sql(con: duckdb.DuckDBPyConnection, name: str, table: str, known: tuple[str, ...],
+                  params: dict | None = None):
+    """Execute `sql/<name>.sql` written for any of several tables: `{table}` in its text stands
+    for `table`, which must be one of `known` (identifiers are never taken from user input)."""
+    return con.execute(sql_text(name).replace("{table}", _checked(table, known)), params or {})
+
+
 def query_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None):
     """`sql/<name>.sql` as a DuckDB relation: Arrow output without the DB-API result's copy."""
     return con.sql(sql_text(name), params=params or None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.store import TensorStore
+from pipeline.store.arrays import EXECUTION_ARRAYS
 
 
 def assert_same_store(a: TensorStore, b: TensorStore) -> None:
@@ -15,4 +16,7 @@ def assert_same_store(a: TensorStore, b: TensorStore) -> None:
     assert a.members.keys() == b.members.keys()
     for s in a.members:
         assert np.array_equal(a.members[s], b.members[s]), s
+    for k in EXECUTION_ARRAYS:
+        x, y = a.execution[k], b.execution[k]
+        assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), k
     assert a.norm_stats == b.norm_stats

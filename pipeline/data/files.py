@@ -1,5 +1,5 @@
 """A data folder's files: which file feeds which warehouse table, and opening one parquet file
-exactly as named (used by `pipeline.data.ingest` and `pipeline.data.panel_files`).
+exactly as named (used by `pipeline.data.ingest` and `pipeline.data.dated_files`).
 
 Paths are literal: DuckDB's read_parquet expands `*`, `?` and `[...]` even in a list of files,
 so those characters are escaped as one-character classes (`[*]`, `[?]`, `[[]`), and the pattern
@@ -20,7 +20,9 @@ FILES = {"prices": "daily.parquet", "membership": "membership.parquet",
 REQUIRED = ("prices", "membership", "index_prices")
 INPUT_TABLES = tuple(FILES)
 SOURCES = tuple(f"src_{t}" for t in FILES) + ("stage_feature_panel",)   # the ingest's own views
-PANEL_FILE, PANEL_DIR = FILES["feature_panel"], "features"
+# the dated tables, fed by their file or by a folder of files (pipeline.data.dated_files)
+FOLDERS = {"prices": "daily", "feature_panel": "features"}
+DATED = tuple(FOLDERS)
 
 
 _GLOB_ESCAPES = {"*": "[*]", "?": "[?]", "[": "[[]"}

@@ -12,10 +12,11 @@ DuckDB's interrupt of a running query) the transaction is rolled back and Keyboa
 raised, never a DataError. The data never passes through pandas (only the few evidence rows
 handed to GX do).
 
-The feature panel, one `features.parquet` or a `features/` folder of parquet files of which
-only the new and changed ones are read, and its part of the fingerprint (per-date hashes,
-`panel_prefix_key`) are `pipeline.data.panel_files`; which file feeds which table, and how one
-parquet file is opened literally, `pipeline.data.files`.
+The dated tables, prices and the feature panel, each one file (`daily.parquet`,
+`features.parquet`) or a folder of parquet files (`daily/`, `features/`) of which only the new
+and changed ones are read, and their parts of the fingerprint (per-date hashes, `prefix_key`)
+are `pipeline.data.dated_files`; which file feeds which table, and how one parquet file is
+opened literally, `pipeline.data.files`.
 """
 from __future__ import annotations
 
@@ -28,17 +29,19 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.data.files import (FILES, INPUT_TABLES, PANEL_DIR, PANEL_FILE, REQUIRED, SOURCES,
-                                 check_unique_columns, literal_pattern, unreadable)
-from pipeline.data.panel_files import (PanelFile, check_feature_columns, classify_files,
-                                       ensure_date_hashes, feature_files, feature_fingerprint,
-                                       file_records, stage_files, stage_files_meta, write_folder,
+from pipeline.data.dated_files import (DatedFile, check_feature_columns, classify_files,
+                                       file_records, folder_files,
+                                       stage_files, stage_files_meta, table_key, write_folder,
                                        write_single)
-from pipeline.data.panel_files import panel_prefix_key  # noqa: F401 - callers import it from here
+from pipeline.data.dated_files import (feature_files, panel_prefix_key,  # noqa: F401 - callers
+                                       prefix_key)                      # import them from here
+from pipeline.data.files import (DATED, FILES, FOLDERS, INPUT_TABLES, REQUIRED, SOURCES,
+                                 check_unique_columns, literal_pattern, unreadable)
+from pipeline.data.recent import earlier_rows
 from pipeline.data.validate import TableValidation, validate
 from pipeline.errors import DataError, interrupted
 from pipeline.settings import Settings
-from pipeline.warehouse import (MEMORY_LIMIT, count_rows, open_warehouse, run_sql, table_exists,
+from pipeline.warehouse import (MEMORY_LIMIT, count_rows, open_warehouse, run_sql,
                                 table_fingerprint)
 
 log = logging.getLogger(__name__)
@@ -71,17 +74,13 @@ class IngestReport:
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """A short hash of the content of every input table; changes whenever any of them does.
 
-    prices, membership and index_prices are hashed live (a fraction of a second for the shared
-    data). The wide feature_panel (seconds to minutes to scan) is read from its per-date hashes
-    (`feature_panel_dates`, kept by the ingest, the only writer of input tables)."""
-    return _combine(con, feature_fingerprint(con))
-
-
-def _combine(con: duckdb.DuckDBPyConnection, feature_fp: str) -> str:
-    parts = [f"{t}={table_fingerprint(con, t, INPUT_TABLES)}" for t in REQUIRED]
-    parts.append(f"feature_panel={feature_fp}")
+    membership and index_prices (small) are hashed live. The dated tables, prices and the wide
+    feature_panel (seconds to minutes to scan at the whole market), are read from their
+    per-date hashes (`prices_dates`, `feature_panel_dates`, kept by the ingest, the only writer
+    of input tables)."""
+    parts = [f"{t}={table_key(con, t) if t in DATED else table_fingerprint(con, t, INPUT_TABLES)}"
+             for t in INPUT_TABLES]
     return hashlib.sha256(";".join(parts).encode()).hexdigest()[:16]
-
 
 
 def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
@@ -104,43 +103,57 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
 
 
 
+def _layout(data_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The data folder's single files and folders: ({table: file}, {table: folder}); one line
+    for a missing required input or a table given both ways."""
+    if not data_dir.is_dir():
+        raise DataError(f"data folder {data_dir} does not exist", file=str(data_dir))
+    files = {t: data_dir / f for t, f in FILES.items() if (data_dir / f).exists()}
+    folders: dict[str, Path] = {}
+    for t, name in FOLDERS.items():
+        folder, single = data_dir / name, FILES[t]
+        if not folder.exists():
+            continue
+        if t in files:
+            raise DataError(f"{data_dir}: expectation 'one {single} or {name}/' failed: the folder "
+                            f"has both {single} and {name}/; keep one of them (move {single} "
+                            f"into {name}/ to ingest it as one of its files)",
+                            file=str(data_dir), expectation=f"one {single} or {name}/")
+        if not folder.is_dir():
+            raise DataError(f"{folder}: expectation '{name}/ is a folder' failed: it is a file; "
+                            f"name the single file {single}", file=str(folder),
+                            expectation=f"{name}/ is a folder")
+        folders[t] = folder
+    for t in REQUIRED:
+        p = data_dir / FILES[t]
+        if t not in folders and not p.is_file():
+            raise DataError(f"{p}: expectation 'file exists' failed: a data folder needs "
+                            f"daily.parquet (or a daily/ folder), membership.parquet and "
+                            f"index.parquet (features.parquet or features/ optional)",
+                            file=str(p), expectation="file exists")
+    return files, folders
+
+
 def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
            gx: str = "failures") -> IngestReport:
     """Validate the folder's parquet files and upsert them into the warehouse (atomically).
 
     Every row is checked by the SQL full scan; GX re-runs the suite on the evidence rows
     when a file fails (`gx="always"`: also when it passes; `miga validate` does that).
-    A features/ folder: only its new and changed files are read (`pipeline.data.panel_files`)."""
+    A daily/ or features/ folder: only its new and changed files are read
+    (`pipeline.data.dated_files`)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"data folder {data_dir} does not exist", file=str(data_dir))
-    paths = {t: data_dir / f for t, f in FILES.items() if t in REQUIRED or (data_dir / f).exists()}
-    for t, p in paths.items():
-        if not p.is_file():
-            raise DataError(f"{p}: expectation 'file exists' failed: a data folder needs "
-                            f"{', '.join(FILES[t] for t in REQUIRED)} (features.parquet optional)",
-                            file=str(p), expectation="file exists")
-    folder = data_dir / PANEL_DIR
-    if folder.exists():
-        if "feature_panel" in paths:
-            raise DataError(f"{data_dir}: expectation 'one feature panel' failed: the folder has "
-                            f"both {PANEL_FILE} and {PANEL_DIR}/; keep one of them (move "
-                            f"{PANEL_FILE} into {PANEL_DIR}/ to ingest it as one of its files)",
-                            file=str(data_dir), expectation="one feature panel")
-        if not folder.is_dir():
-            raise DataError(f"{folder}: expectation 'features/ is a folder' failed: it is a file; "
-                            f"name the single panel file {PANEL_FILE}", file=str(folder),
-                            expectation="features/ is a folder")
+    files, folders = _layout(data_dir)
     settings.ensure()
     # Spill to the home folder and cap memory (the wide panel is bigger than RAM); the keys, not
     # the insertion order, order the tables.
     con = open_warehouse(settings, create=True, memory_limit=memory_limit,
                          keep_insertion_order=False)
-    steps = tqdm(total=2 * len(paths) + 3, desc="ingest", unit="step", file=sys.stderr,
-                 disable=None, leave=False)
+    steps = tqdm(total=2 * (len(files) + len(folders)) + 2, desc="ingest", unit="step",
+                 file=sys.stderr, disable=None, leave=False)
     timings: dict[str, float] = {}
     notes: list[str] = []
     lap = time.perf_counter()
@@ -154,68 +167,67 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
     try:
         con.execute("BEGIN TRANSACTION")
         validations, staged = [], {}
-        records = file_records(con)
-        panel_files: list[PanelFile] = []
-        if folder.is_dir():
-            steps.set_description(f"hash {PANEL_DIR}/")
-            panel_files = classify_files(data_dir, feature_files(data_dir), records)
+        records = {t: file_records(con, t) for t in DATED}
+        dated: dict[str, list[DatedFile]] = {}
+        for t, folder in folders.items():
+            steps.set_description(f"hash {folder.name}/")
+            dated[t] = classify_files(data_dir, folder_files(data_dir, t), records[t])
             mark("hash")
-        elif "feature_panel" in paths:
-            panel_files = classify_files(data_dir, [paths["feature_panel"]], records)
-            mark("hash")
-        todo = [f for f in panel_files if f.status != "unchanged"]
-        for table, path in paths.items():
+        for t in DATED:
+            if t in files:
+                dated[t] = classify_files(data_dir, [files[t]], records[t])
+                mark("hash")
+        for table, path in files.items():
             steps.set_description(f"validate {path.name}")
             _source(con, table, path)
             try:
                 validations.append(validate(
                     con, table, f"src_{table}", f"stage_{table}", str(path), settings.reports_dir,
-                    gx=gx, prepare=lambda t=table, p=path: _stage(con, t, p)))
+                    gx=gx, prepare=lambda t=table, p=path: _stage(con, t, p),
+                    earlier=lambda t=table: earlier_rows(con, t)))
             except duckdb.Error as e:  # a view (feature panel) reads a bad row group only here
                 raise unreadable(path, e, rows=True) from e
             staged[table] = validations[-1].rows
+            if table in DATED:   # its rows and dates, for the record
+                stage_files_meta(con, dated[table])
             steps.update()
             mark(f"validate {table}")
-        if folder.is_dir() and todo:
-            steps.set_description(f"validate {PANEL_DIR}/")
-            validations.append(stage_files(con, data_dir, todo, settings, gx))
-            staged["feature_panel"] = validations[-1].rows
-            mark(f"validate {PANEL_DIR}/")
-        elif "feature_panel" in paths:   # features.parquet: its rows and dates, for the record
-            stage_files_meta(con, panel_files)
-            mark("validate feature_panel")
-        steps.update()
-        for table, path in paths.items():
+        for t, folder in folders.items():
+            todo = [f for f in dated[t] if f.status != "unchanged"]
+            staged[t] = 0
+            if todo:
+                steps.set_description(f"validate {folder.name}/")
+                validations.append(stage_files(con, t, data_dir, todo, settings, gx))
+                staged[t] = validations[-1].rows
+            steps.update()
+            mark(f"validate {folder.name}/")
+        for table, path in files.items():
             steps.set_description(f"load {table}")
             if table == "feature_panel":
                 check_feature_columns(con, path)
-                ensure_date_hashes(con)
             for step in ("create", "delete", "insert"):
                 run_sql(con, f"ingest/{step}_{table}")
-            if table == "feature_panel":
-                write_single(con, panel_files[0], records)
+            if table in DATED:
+                write_single(con, table, dated[table][0], records[table])
             steps.update()
-        if "membership" in paths:
+        if "membership" in files:
             # The file's intervals passed on their own; merged with those already in the warehouse
             # (another start date is another row) they must not overlap either. A few ms.
-            validate(con, "membership", "membership", "membership", str(paths["membership"]),
+            validate(con, "membership", "membership", "membership", str(files["membership"]),
                      settings.reports_dir, gx=gx,
                      context="merged with the warehouse's membership")
         mark("upsert")
-        if folder.is_dir():
-            steps.set_description(f"load {PANEL_DIR}/")
-            folder_notes, parts = write_folder(con, panel_files, records)
+        for t, folder in folders.items():
+            steps.set_description(f"load {folder.name}/")
+            folder_notes, parts = write_folder(con, t, dated[t], records[t])
             notes += folder_notes
-            mark("panel files")
-            timings.update({f"({k})": v for k, v in parts.items()})
-        steps.update()
+            mark(f"{folder.name}/ files")
+            timings.update({f"({folder.name}/ {k})": v for k, v in parts.items()})
+            steps.update()
         run_sql(con, "ingest/create_ingest_log")
-        has_panel = table_exists(con, "feature_panel")
-        totals = {t: count_rows(con, t, INPUT_TABLES) for t in paths}
-        if has_panel and (folder.is_dir() or "feature_panel" in paths):
-            totals["feature_panel"] = count_rows(con, "feature_panel", INPUT_TABLES)
-        feat_fp = feature_fingerprint(con)
-        fp = _combine(con, feat_fp)
+        totals = {t: count_rows(con, t, INPUT_TABLES) for t in staged}
+        feat_fp = table_key(con, "feature_panel")
+        fp = data_fingerprint(con)
         run_sql(con, "ingest/insert_ingest_log", {
             "data_dir": str(data_dir.resolve()), "fingerprint": fp,
             "feature_panel_fingerprint": None if feat_fp == "absent" else feat_fp,
@@ -235,8 +247,6 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
     finally:
         steps.close()
         con.close()
-    if folder.is_dir() and "feature_panel" not in staged and "feature_panel" in totals:
-        staged["feature_panel"] = 0
     report = IngestReport(data_dir, staged, totals, validations, fp, time.perf_counter() - t0,
                           timings, notes)
     log.info("%s", report)

@@ -61,6 +61,8 @@ class SynthSpec:
     start: str = "2016-01-04"  # first business day
     panel_files: str = "single"  # the panel as features.parquet, or a features/ folder of one
                                  # file per "day", "month" or "year" (PANEL_FILES)
+    price_files: str = "single"  # the prices as daily.parquet, or a daily/ folder of one file
+                                 # per "day", "month" or "year" (PANEL_FILES)
 
 
 @dataclass
@@ -273,14 +275,18 @@ def oracle_ic(panel: SynthPanel) -> float:
 
 def write_synthetic(out_dir: Path, spec: SynthSpec = SynthSpec()) -> Path:
     """Write a data folder (daily, membership, index [, features] parquet); returns `out_dir`."""
-    if spec.panel_files not in PANEL_FILES:
-        raise ValueError(f"panel_files {spec.panel_files!r}: expected one of {PANEL_FILES}")
+    for what in ("panel_files", "price_files"):
+        if getattr(spec, what) not in PANEL_FILES:
+            raise ValueError(f"{what} {getattr(spec, what)!r}: expected one of {PANEL_FILES}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     panel = simulate(spec)
     for name, frame in panel.frames.items():
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        pq.write_table(table, out_dir / f"{name}.parquet")
+        if name == "daily" and spec.price_files != "single":
+            _write_split(table, out_dir / "daily", spec.price_files)
+        else:
+            pq.write_table(table, out_dir / f"{name}.parquet")
     if spec.n_features > 0:
         write_feature_panel(out_dir / "features.parquet", panel, spec)
     log.info("synthetic data: %d stocks x %d days, %d price rows -> %s",
@@ -289,10 +295,22 @@ def write_synthetic(out_dir: Path, spec: SynthSpec = SynthSpec()) -> Path:
 
 
 def _panel_file(date: np.datetime64, by: str) -> str:
-    """The features/ file (relative) holding `date` when the panel is split `by` day/month/year."""
+    """The file (relative to features/ or daily/) holding `date` when the panel or the prices
+    are split `by` day/month/year."""
     day = str(date.astype("datetime64[D]"))
     return {"day": f"{day}.parquet", "month": f"{day[:7]}.parquet",
             "year": f"year={day[:4]}/part-0.parquet"}[by]
+
+
+def _write_split(table: pa.Table, folder: Path, by: str) -> None:
+    """`table` (in date order) as one file per day, month or year under `folder`."""
+    dates = table.column("date").to_numpy().astype("datetime64[D]")
+    keys = np.array([_panel_file(x, by) for x in np.unique(dates)])[
+        np.searchsorted(np.unique(dates), dates)]
+    cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    for a, b in zip(np.r_[0, cut], np.r_[cut, len(keys)]):
+        (folder / keys[a]).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.slice(a, b - a), folder / keys[a])
 
 
 def write_feature_panel(path: Path, panel: SynthPanel, spec: SynthSpec,

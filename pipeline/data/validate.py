@@ -37,7 +37,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -198,10 +198,14 @@ class TableValidation:
 
 
 def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, rows_rel: str,
-                   source: str, prepare: Callable[[], None] | None = None) -> tuple[TableValidation, dict]:
+                   source: str, prepare: Callable[[], None] | None = None,
+                   earlier: Callable[[], str | None] | None = None) -> tuple[TableValidation, dict]:
     """Run `table`'s suite: schema checks on `schema_rel`, row checks on `rows_rel` (both
     names of views/tables on `con` from the caller's fixed list, never user input).
     `prepare()` creates `rows_rel` once the schema passed (ingest stages the file there).
+    `earlier()`, called after it, names the rows already in the warehouse that the suite's
+    derived columns (checks across rows: a stock's previous close) may look back on, or None;
+    they are context only: not checked, not counted.
 
     Returns the verdict and what GX needs: {"exps", "params", "evidence" (SQL)}.
     """
@@ -225,9 +229,16 @@ def check_relation(con: duckdb.DuckDBPyConnection, table: str, schema_rel: str, 
     if schema_ok and rows > 0:
         if prepare is not None:
             prepare()
+        context = earlier() if earlier is not None and derived else None
         if derived:  # checks across rows: computed columns, checked like any other
-            con.execute(f"CREATE OR REPLACE TEMP VIEW check_{table} AS "
-                        f"{derived_select(rows_rel, derived)}")
+            if context:   # computed over the staged rows and the earlier ones, kept for the first
+                both = (f"(SELECT *, false AS _earlier FROM {rows_rel} UNION ALL BY NAME "
+                        f"SELECT *, true AS _earlier FROM {context})")
+                con.execute(f"CREATE OR REPLACE TEMP VIEW check_{table} AS SELECT * EXCLUDE "
+                            f"(_earlier) FROM ({derived_select(both, derived)}) WHERE NOT _earlier")
+            else:
+                con.execute(f"CREATE OR REPLACE TEMP VIEW check_{table} AS "
+                            f"{derived_select(rows_rel, derived)}")
             rows_rel = f"check_{table}"
         evidence = [f"(SELECT * FROM {rows_rel} LIMIT {HEAD_ROWS})"]
         row_types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {rows_rel}").fetchall()}
@@ -366,10 +377,12 @@ def write_report(result: TableValidation, gx_part: dict | None, reports_dir: Pat
 
 def validate(con, table: str, schema_rel: str, rows_rel: str, source: str,
              reports_dir: Path, prepare: Callable[[], None] | None = None,
-             gx: str = "always", context: str = "") -> TableValidation:
+             gx: str = "always", context: str = "",
+             earlier: Callable[[], str | None] | None = None) -> TableValidation:
     """Full-scan verdict, then GX on the evidence (`gx`: "always" or "failures"), a report
-    file either way; raises DataError naming the failures (`context`: said after the source)."""
-    result, gx_input = check_relation(con, table, schema_rel, rows_rel, source, prepare)
+    file either way; raises DataError naming the failures (`context`: said after the source;
+    `earlier`: as in `check_relation`)."""
+    result, gx_input = check_relation(con, table, schema_rel, rows_rel, source, prepare, earlier)
     result.context = context
     t0 = time.perf_counter()
     gx_part = run_gx(con, result, gx_input) if gx == "always" or not result.success else None
@@ -383,17 +396,28 @@ def validate(con, table: str, schema_rel: str, rows_rel: str, source: str,
 @dataclass
 class WarehouseValidation:
     tables: list[TableValidation]
+    unwritten: list[str] = field(default_factory=list)   # latest=True: tables it did not write
 
     def __str__(self) -> str:
-        return "validation of the warehouse:\n" + "\n".join(f"  {t}" for t in self.tables)
+        return "validation of the warehouse:\n" + "\n".join(
+            [f"  {t}" for t in self.tables]
+            + [f"  {t:<14} no rows written by the last ingest (validated when ingested)"
+               for t in self.unwritten])
 
 
-def validate_warehouse(settings: Settings, gx: str = "always") -> WarehouseValidation:
+def validate_warehouse(settings: Settings, gx: str = "always",
+                       latest: bool = False) -> WarehouseValidation:
     """Run every suite over its warehouse table (feature_panel only when present).
 
     Every row is always checked (the suites compiled to SQL); gx="always" also runs GX itself on
     the evidence rows for the official report, gx="failures" only when a check fails (the flow,
-    right after an ingest that validated the same rows, skips GX's fixed start-up cost)."""
+    right after an ingest that validated the same rows, skips GX's fixed start-up cost).
+    latest=True (the flow, after each ingest): of prices and feature_panel only the dates the
+    newest ingest wrote (`pipeline.data.dated_files.latest_dates`; prices with the weeks before
+    them to look back on), so a daily append checks one day, not ten years of 626 columns;
+    every row of the small tables. `miga validate` checks every row of every table."""
+    from pipeline.data.files import DATED
+    from pipeline.data.recent import earlier_rows, latest_dates, stage_latest
     from pipeline.warehouse import open_warehouse, table_exists
 
     if not settings.warehouse.exists():
@@ -403,16 +427,26 @@ def validate_warehouse(settings: Settings, gx: str = "always") -> WarehouseValid
 
     con = open_warehouse(settings, read_only=True)
     try:
-        out = []
+        out, unwritten = [], []
         for table in tqdm(TABLES, desc="validate", file=sys.stderr, disable=None, leave=False):
             if not table_exists(con, table):
                 if table == "feature_panel":
                     continue
                 raise DataError(f"warehouse table {table} is missing: run `miga ingest --data DIR`",
                                 file=str(settings.warehouse), column=table)
-            out.append(validate(con, table, table, table, f"warehouse:{table}",
-                                settings.reports_dir, gx=gx))
-        return WarehouseValidation(out)
+            dates = latest_dates(con, table) if latest and table in DATED else None
+            if dates is None:
+                out.append(validate(con, table, table, table, f"warehouse:{table}",
+                                    settings.reports_dir, gx=gx))
+            elif not dates:
+                unwritten.append(table)
+            else:
+                stage_latest(con, table, dates)
+                out.append(validate(con, table, f"stage_{table}", f"stage_{table}",
+                                    f"warehouse:{table} ({len(dates)} dates of the last ingest)",
+                                    settings.reports_dir, gx=gx,
+                                    earlier=lambda t=table: earlier_rows(con, t)))
+        return WarehouseValidation(out, unwritten)
     except Exception as e:
         if interrupted(e):  # Ctrl-C inside a DuckDB query: report it as what it is
             raise KeyboardInterrupt("validation interrupted") from e

@@ -83,9 +83,11 @@ def _source(kind: str, sql_name: str) -> str:
 
 
 def prices_prefix_fp(con, until) -> str:
-    """Row count and hash of `prices` up to `until`: equal means that history is unchanged."""
-    n, h = first_row(con, "features/prices_prefix_fingerprint", {"until": until})
-    return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
+    """A key of `prices` up to `until`: equal means that history is unchanged (the per-date hashes
+    kept by the ingest, `pipeline.data.dated_files.prefix_key`: read, not scanned)."""
+    from pipeline.data.dated_files import prefix_key
+
+    return prefix_key(con, "prices", until)
 
 
 def _plan(con, name: str, source: str, last, force: bool) -> tuple[str, date]:

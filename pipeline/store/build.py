@@ -30,7 +30,7 @@ from pipeline.features.build import build_features, prices_prefix_fp
 from pipeline.normalize import apply_robust, fit_robust
 from pipeline.store.arrays import StoreWriter, TensorStore, norm_stats, train_day_mask
 from pipeline.warehouse import (SQL_DIR, columns, first_row, open_warehouse, query_sql, run_sql,
-                                table_exists, warehouse)
+                                table_exists, table_fingerprint, warehouse)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ KEEP_STORES = 2            # per config: the current store and the previous one 
 SPARE_SLOTS = 1 / 16       # spare stock slots in a new features file (at least MIN_SPARE): the
 MIN_SPARE = 16             # stocks that list later fill them without rewriting the old days
 SQL_FOLDERS = ("features", "store")   # the definitions a store is built from
+RECOMPUTE_DAYS = 2         # an extension's stock-day arrays: the old store's last days recomputed
+                           # (the furthest a day's label or execution fact looks ahead; see above
+                           # _config_key)
 
 
 def stock_slots(n: int) -> int:
@@ -159,10 +162,11 @@ def _pairs(con, name: str, params: dict | None = None):
 # unchanged: a feature of day t reads prices up to t only). The store then extends the
 # previous store instead of re-reading every row from DuckDB: the old days' normalised
 # features are reused (a hard link to the old file, grown for the new days; see StoreWriter), only
-# the new days are read and normalised with the same statistics, and the small
-# arrays (labels: the last old days' labels become known; traded, stock sets, market) are
-# recomputed in full, exactly as a rebuild would. It applies when nothing but new days came
-# (or no new day, but other stock-set memberships or index levels):
+# the new days are read and normalised with the same statistics, and the (Days, N) arrays of
+# stock-days (traded, labels, the execution arrays, stock sets) are read from the warehouse
+# for the last days only (see below); the market features, tiny, in full. The result is exactly
+# what a rebuild makes. It applies when nothing but new days came (or no new day, but other
+# stock-set memberships or index levels):
 #   - same static key (feature source and SQL, segments, data config, store version),
 #   - the prices up to the old store's last day hash the same (history not rewritten),
 #   - the old calendar is a prefix of the new one, the old stocks are among the new ones,
@@ -174,6 +178,19 @@ def _pairs(con, name: str, params: dict | None = None):
 # (sql/features/store_instruments.sql), so they come after the old stocks and take spare slots
 # of the old file (stock_slots); their old days stay zeros (not traded). Only when the spare
 # slots run out are the old days rewritten, sequentially, into a file with new spare slots.
+# The stock-day arrays: of the old store's days, those from lo = old days - RECOMPUTE_DAYS on
+# are recomputed with the new days; the days before lo are copied from the old store (onto the
+# new stock axis; a new stock's old days: not traded, no label). K = RECOMPUTE_DAYS = 2 is the
+# furthest any of them looks ahead: the label, exec_ret and hold_ret of day t read days t+1 and
+# t+2, buy_ok, short_ok, sell_ok and at_limit day t+1, traded and the stock sets day t itself.
+# A day t < lo (t + 2 <= the old last day) thus reads old days only, which the prices prefix
+# check found unchanged, and its value in the old store is final; the old store's last two
+# days were not known yet (no label, NaN, False) and become known with the new days. Looking
+# back is unbounded (a day's limit price reads the stock's previous row, hold_ret the last
+# traded price, however long ago): sql/store/day_facts.sql gives each stock's last row before
+# lo with the rows of days >= lo. A day's stock sets also read the membership table, which an
+# ingest re-delivers and may revise anywhere in the past: they are copied only when it hashes
+# as it did for the old store (`membership_fp` in meta.json), else recomputed in full.
 
 def _config_key(config) -> str:
     """What of the config a store depends on (segments, data config): in the fingerprint and the
@@ -264,9 +281,9 @@ def _write(con, root, fp: str, data_fp: str, config, key: str,
     seg = config.segments
     window = config.data.window
     clip = config.data.clip
-    traded, labels, members, market, market_names, mmed, mscale = _side_arrays(
-        con, config, dates, days, n, seg)
-    execution = _execution(con, days, n)
+    membership_fp = table_fingerprint(con, "membership", ("membership",))
+    traded, labels, members, execution = _stock_days(con, config, instruments, days, membership_fp, base)
+    market, market_names, mmed, mscale = _market(con, config, dates, seg)
 
     if base is None:
         # Normalisation: fitted on train-segment rows only (hash sample, deterministic).
@@ -313,7 +330,7 @@ def _write(con, root, fp: str, data_fp: str, config, key: str,
     last = str(dates[-1]) if days else None
     extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
              "fit_rows": fit_rows, "static_key": key, "last_date": last, "data_fingerprint": data_fp,
-             "version": STORE_VERSION, "config_key": _config_key(config),
+             "version": STORE_VERSION, "config_key": _config_key(config), "membership_fp": membership_fp,
              "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
              "panel_prefix_fp": _panel_prefix(con, date.fromisoformat(last))
              if last and _is_panel(con) else None,
@@ -353,26 +370,63 @@ def _runs(old: list[str], new: list[str]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _side_arrays(con, config, dates, days: int, n: int, seg):
-    """traded, labels, stock-set members and normalised market features, in full."""
-    traded = np.zeros((days, n), bool)
-    di, ji = _pairs(con, "store/traded")
-    traded[di, ji] = True
-    labels = np.full((days, n), np.nan, np.float32)
-    di, ji, y = _pairs(con, "store/labels")
-    labels[di, ji] = y
+def _stock_days(con, config, instruments: list[str], days: int, membership_fp: str,
+                base: TensorStore | None):
+    """traded, labels, stock-set members and the execution arrays, (Days, N) each: in full, or,
+    extending `base`, its days before lo copied and the days from lo on read (see above
+    _config_key; the stock sets in full when the membership table changed)."""
+    n = len(instruments)
+    lo = 0 if base is None else max(0, len(base.dates) - RECOMPUTE_DAYS)
+    sets_lo = lo if base is not None and base.meta.get("membership_fp") == membership_fp else 0
+    traded = _mask(con, "store/traded", days, n, lo)
+    labels = np.full((days - lo, n), np.nan, np.float32)
+    di, ji, y = _pairs(con, "store/labels", {"from_day": lo})
+    labels[di - lo, ji] = y
     members = {}
     have = {r[0] for r in run_sql(con, "store/stocksets").fetchall()} \
         if table_exists(con, "membership") else set()
     for s in config.data.stocksets:
-        m = np.zeros((days, n), bool)
         if s in have:
-            di, ji = _pairs(con, "store/members", {"stockset": s})
-            m[di, ji] = True
+            members[s] = _mask(con, "store/members", days, n, sets_lo, stockset=s)
         else:
             log.warning("stock set %s has no membership rows: its mask is empty", s)
-        members[s] = m
+            members[s] = np.zeros((days - sets_lo, n), bool)
+    execution = execution_arrays(days, n, *_pairs(con, "store/day_facts", {"from_day": lo}), start=lo)
+    if base is not None:
+        runs = _runs(list(base.instruments), instruments)
+        traded = _after_old_days(traded, base.traded, lo, runs)
+        labels = _after_old_days(labels, base.labels, lo, runs)
+        members = {s: _after_old_days(m, base.members[s], sets_lo, runs) for s, m in members.items()}
+        execution = {k: _after_old_days(a, base.execution[k], lo, runs) for k, a in execution.items()}
+    return traded, labels, members, execution
 
+
+def _mask(con, name: str, days: int, n: int, lo: int, **params) -> np.ndarray:
+    """(days - lo, N) bool: the (day, stock) index pairs of days >= lo that sql `name` returns."""
+    m = np.zeros((days - lo, n), bool)
+    di, ji = _pairs(con, name, {"from_day": lo, **params})
+    m[di - lo, ji] = True
+    return m
+
+
+def _after_old_days(recent: np.ndarray, old: np.ndarray, lo: int, runs) -> np.ndarray:
+    """(Days, N): the old store's array `old` for the days before lo, on the new stock axis
+    (`_runs`; a new stock has no price row on those days: NaN / False, as in a rebuild), then
+    `recent`, the days from lo on."""
+    if lo == 0:
+        return recent
+    out = np.empty((lo + len(recent), recent.shape[1]), recent.dtype)
+    out[:lo] = np.nan if recent.dtype.kind == "f" else 0
+    for old0, old1, new0 in runs:
+        out[:lo, new0:new0 + old1 - old0] = old[:lo, old0:old1]
+    out[lo:] = recent
+    return out
+
+
+def _market(con, config, dates, seg):
+    """The market features (Days, M), normalised with statistics fitted on the train days, in
+    full (one row a day), their names and the statistics."""
+    days = len(dates)
     train = train_day_mask(dates, seg)
     mk = query_sql(con, "store/market").to_arrow_table()
     market_names = mk.column_names[1:]
@@ -382,17 +436,11 @@ def _side_arrays(con, config, dates, days: int, n: int, seg):
             [mk.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in market_names])
     mmed, mscale = fit_robust(market[train])
     market = apply_robust(market, mmed, mscale, config.data.clip)
-    return traded, labels, members, market, market_names, mmed, mscale
+    return market, market_names, mmed, mscale
 
 
-def _execution(con, days: int, n: int) -> dict[str, np.ndarray]:
-    """The backtests' execution arrays, in full like the labels (`execution_arrays` of
-    sql/store/day_facts.sql)."""
-    return execution_arrays(days, n, *_pairs(con, "store/day_facts"))
-
-
-def execution_arrays(days: int, n: int, di, ji, p, close_adj, open_up,
-                     open_down) -> dict[str, np.ndarray]:
+def execution_arrays(days: int, n: int, di, ji, p, close_adj, open_up, open_down,
+                     start: int = 0) -> dict[str, np.ndarray]:
     """The store's execution arrays (Days, N) of signal day t (pipeline/store/arrays.py) from the
     traded stock-days' (day index, stock index, average price, adjusted close, opens limit up,
     opens limit down) of sql/store/day_facts.sql. Market day t+1 is day index t + 1.
@@ -407,7 +455,18 @@ def execution_arrays(days: int, n: int, di, ji, p, close_adj, open_up,
       hold_ret   p*(t+2) / p*(t+1) - 1, p* the last traded price at or before a day (a suspended
                  day holds its value); NaN for the last two days
       sell_ok    t+1 trades and does not open at the limit down
-      at_limit   t+1 trades and opens at either limit."""
+      at_limit   t+1 trades and opens at either limit.
+    start: the arrays of days start..days-1 only ((days - start, N), day index t - start), from
+    the rows of those days and each stock's last row before them (sql/store/day_facts.sql with
+    from_day = start), whose price is the last traded price carried into day start (every price
+    row has a price: expectations/prices.json). A value of day t reads days t, t+1, t+2 and the
+    last traded price, so it is the same as in the arrays of every day."""
+    rows = [np.asarray(a) for a in (di, ji, p, close_adj, open_up, open_down)]
+    before = rows[0] < start
+    carry = np.full(n, np.nan)                             # (N,) the last traded price before start
+    carry[rows[1][before]] = rows[2][before]
+    di, ji, p, close_adj, open_up, open_down = (a[~before] for a in rows)
+    di, days = di - start, days - start
     px = np.full((days, n), np.nan)                         # (Days, N) average price, NaN = no trade
     px[di, ji] = p
     close = np.full((days, n), np.nan)
@@ -426,10 +485,11 @@ def execution_arrays(days: int, n: int, di, ji, p, close_adj, open_up,
         buy_ok[:-2] = opened & ~up[1:-1]
         short_ok[:-2] = opened & ~down[1:-1]
 
-    # p* = the last traded price at or before each day (a suspended day holds its value)
-    last = np.where(traded, np.arange(days)[:, None], 0)
+    # p* = the last traded price at or before each day (a suspended day holds its value): before
+    # the first trade of these days the carried price (NaN: none, before the stock's first trade)
+    last = np.where(traded, np.arange(days)[:, None], -1)
     np.maximum.accumulate(last, axis=0, out=last)
-    pf = px[last, np.arange(n)[None, :]]                   # NaN before the first trade
+    pf = np.where(last >= 0, px[last, np.arange(n)[None, :]], carry)
     hold = np.full((days, n), np.nan, np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         hold[:-2] = pf[2:] / pf[1:-1] - 1

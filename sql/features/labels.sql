@@ -5,17 +5,20 @@
 --   The stock's next two rows are its rows on t+1 and t+2 exactly when their dates are them.
 -- p = adjusted average price amount / volume x factor; where volume or amount is missing or
 --   0 (no trade recorded) p falls back to the adjusted (open + high + low + close) / 4.
+-- Only rows after $after are read (an extension reads its last days, not the whole history):
+-- lead() looks forward only, so a label of a date after $after is the same as over every row.
 WITH cal AS (
     SELECT date,
         lead(date, 1) OVER (ORDER BY date) AS d1,
         lead(date, 2) OVER (ORDER BY date) AS d2
-    FROM (SELECT DISTINCT date FROM prices)
+    FROM (SELECT DISTINCT date FROM prices WHERE date > $after)
 ),
 px AS (
     SELECT instrument, date,
         CASE WHEN volume > 0 AND amount > 0 THEN amount / volume * factor
              ELSE (open + high + low + close) / 4 * factor END AS p
     FROM prices
+    WHERE date > $after
 ),
 ahead AS (
     SELECT instrument, date,
@@ -28,4 +31,3 @@ SELECT a.date, a.instrument,
     CASE WHEN a.n1 = cal.d1 AND a.n2 = cal.d2 THEN a.p2 / a.p1 - 1 END AS label
 FROM ahead AS a
 JOIN cal ON cal.date = a.date
-WHERE a.date > $after

@@ -1,2 +1,2 @@
 INSERT INTO stage_overlap BY NAME
-SELECT * FROM stage_feature_panel WHERE date BETWEEN $lo AND $hi AND list_contains($dates, date)
+SELECT * FROM stage_{table} WHERE date BETWEEN $lo AND $hi AND list_contains($dates, date)

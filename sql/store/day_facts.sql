@@ -12,7 +12,22 @@
 -- the exchange's ex-dividend reference price) x (1 +- limit), rounded to the cent. A stock's
 -- first day has no previous close and no limit. Not modelled: the unlimited first five days of
 -- STAR and post-reform ChiNext listings (they get 20%).
-WITH px AS (
+-- Rows of the store days >= $from_day (0 = all; a store being extended recomputes its last days
+-- only, pipeline/store/build.py), and before them each stock's last earlier row, however old (a
+-- suspension, a delisting): lag() reads its close as the previous close of the stock's next row,
+-- and `execution_arrays` carries its price into the days as the last traded price. Finding them
+-- scans the earlier rows' instrument and date (no index), then reads those rows by row id.
+WITH start AS (SELECT min(date) AS date FROM store_cal WHERE di >= $from_day),
+last AS (
+    SELECT arg_max(rowid, date) AS r FROM prices
+    WHERE date < (SELECT date FROM start) GROUP BY instrument
+),
+wanted AS (
+    SELECT * FROM prices WHERE date >= (SELECT date FROM start)
+    UNION ALL
+    SELECT * FROM prices WHERE rowid IN (SELECT r FROM last)
+),
+px AS (
     SELECT instrument, date, open,
         CASE WHEN volume > 0 AND amount > 0 THEN amount / volume * factor
              ELSE (open + high + low + close) / 4 * factor END AS p,
@@ -23,7 +38,7 @@ WITH px AS (
                   AND date >= DATE '2020-08-24' THEN 0.20
              WHEN name LIKE '%ST%' THEN 0.05
              ELSE 0.10 END AS lim
-    FROM prices
+    FROM wanted
     WINDOW s AS (PARTITION BY instrument ORDER BY date)
 )
 SELECT c.di, s.ji, CAST(x.p AS DOUBLE) AS p, CAST(x.close_adj AS DOUBLE) AS close_adj,

@@ -55,9 +55,10 @@ def prices_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def store_facts(settings) -> tuple[list[str], dict[str, np.ndarray]]:
+def store_facts(settings, start: int = 0) -> tuple[list[str], dict[str, np.ndarray]]:
     """The store's execution arrays for the warehouse's prices, as the store build computes them:
-    (instruments in store order, {name: (Days, N) array})."""
+    (instruments in store order, {name: (Days, N) array}); start: of the days from start on only,
+    as an extended store computes its last days."""
     from pipeline.store.build import execution_arrays
 
     con = duckdb.connect(str(settings.warehouse))
@@ -65,10 +66,10 @@ def store_facts(settings) -> tuple[list[str], dict[str, np.ndarray]]:
         run_sql(con, "store/calendar")
         run_sql(con, "store/instruments")
         insts = [r[0] for r in con.execute("SELECT instrument FROM store_inst ORDER BY ji").fetchall()]
-        cols = run_sql(con, "store/day_facts").fetchnumpy()
+        cols = run_sql(con, "store/day_facts", {"from_day": start}).fetchnumpy()
     finally:
         con.close()
-    return insts, execution_arrays(len(D), len(insts), *cols.values())
+    return insts, execution_arrays(len(D), len(insts), *cols.values(), start=start)
 
 
 @pytest.fixture
@@ -145,3 +146,21 @@ def test_store_carries_execution_to_predictions(settings, tmp_path):
 def test_the_last_two_days_have_no_outcome_yet(execution):
     assert ("SH600000", 2) in execution
     assert ("SH600000", 3) not in execution and ("SH600000", 4) not in execution
+
+
+@pytest.mark.parametrize("start", range(1, len(D)))
+def test_the_last_days_alone_give_the_same_arrays(settings, start):
+    """An extended store computes the execution arrays of its last days only, from the rows of
+    those days and each stock's last row before them: the same as from every day. H (halted on
+    d1 and d2, back on d3 at the limit up over its d0 close) needs that row before a start of
+    1 or 2: its previous close and the last traded price its hold_ret carries over the halt."""
+    halted = [row(0, "SH600005", 10.0, 10.0), row(3, "SH600005", 11.0, 11.0),
+              row(4, "SH600005", 11.0, 11.5)]
+    prices = pd.concat([prices_frame(), pd.DataFrame(halted)])
+    make_warehouse(settings.warehouse, prices)
+    insts, full = store_facts(settings)
+    h = insts.index("SH600005")
+    assert full["at_limit"][2, h] and full["hold_ret"][1, h] == pytest.approx(11.0 / 10.0 - 1)
+    _, last_days = store_facts(settings, start)
+    for k, a in full.items():
+        assert np.array_equal(last_days[k], a[start:], equal_nan=a.dtype.kind == "f"), k

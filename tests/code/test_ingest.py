@@ -91,12 +91,24 @@ def test_features_file_is_optional(settings, folder, tmp_path):
     assert "feature_panel" not in snapshot(settings, TABLES)
 
 
-def test_fingerprint_follows_content(settings, folder):
-    ingest(settings, folder)
+def test_fingerprint_follows_content(settings, folder, tmp_path):
+    """One price changed in a re-delivered daily.parquet: another fingerprint, and the old one
+    back with the old file. (The fingerprint of prices and of the panel is read from per-date
+    hashes the ingest keeps: the ingest is the only writer of input tables.)"""
+    first = ingest(settings, folder).fingerprint
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for f in ("membership", "index"):
+        (changed / f"{f}.parquet").write_bytes((folder / f"{f}.parquet").read_bytes())
+    daily = pq.read_table(folder / "daily.parquet").to_pandas()
+    daily.loc[daily.index[11], "volume"] += 1
+    pq.write_table(pa.Table.from_pandas(daily, preserve_index=False), changed / "daily.parquet")
+    second = ingest(settings, changed).fingerprint
+    assert second != first
     con = duckdb.connect(str(settings.warehouse))
-    fp = data_fingerprint(con)
-    con.execute("UPDATE prices SET close = close * 1.01 WHERE instrument = (SELECT min(instrument) FROM prices)")
-    assert data_fingerprint(con) != fp
+    assert data_fingerprint(con) == second
+    con.execute("UPDATE index_prices SET close = close * 1.01")   # a small table is hashed live
+    assert data_fingerprint(con) != second
     con.close()
 
 

@@ -1,0 +1,1 @@
+DELETE FROM {table}_dates WHERE list_contains($dates, date)

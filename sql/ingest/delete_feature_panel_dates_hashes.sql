@@ -1,1 +1,0 @@
-DELETE FROM feature_panel_dates WHERE list_contains($dates, date)
