@@ -33,6 +33,17 @@ month files; full output in the final report of issue 22:
   The daily append's features/ part is the same at 250 and 1,000 days (~2 s: the suite's
   1,900 checks compiled for one file); what grows is daily.parquet's, re-read every time.
 
+The largest the disk held, --data (a), 2026-12-08, nothing else running but another agent's
+work for part of it: `miga synth --stocks 2000 --days 2500 --features 626 --panel-files month
+--price-files month` (116 month files, 11.30 GiB of parquet, 4.6M rows; the ingest also loads
+the 5M price rows of daily/, which the bare insert does not):
+
+    bare INSERT INTO t SELECT * FROM read_parquet(files)        162.3 s   3.07 GiB
+      the same, preserve_insertion_order=false                   98.3 s   3.00 GiB
+    ingest + validation, empty warehouse                        158.1 s   3.31 GiB  0.97x / 1.61x
+      hash 15.4, validate daily/ 3.7 + features/ 6.2, daily/ write 2.1, features/ insert 103.6,
+      per-date hashes 24.1
+
 Where the time goes: the 626-column insert is DuckDB's own cost (40 of 58 s; the bare insert
 alone takes as long); validation is one scan (~5 s). The bare insert's variants on the
 1,000-day files: threads=1 43.8 s; a DOUBLE table 56.4 s (float32 stays: faster, and 4

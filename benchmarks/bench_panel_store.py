@@ -1,20 +1,27 @@
-"""The tensor store at the panel's width (D = 626): build, one-day extend, and training memory.
+"""The daily append and the tensor store at the panel's width (D = 626): first ingest, store
+build, each step of a one-day append, extended == rebuilt, and training memory and speed.
 
-    miga synth --out DATA --stocks 1500 --days 1200 --features 626
-    .venv/bin/python benchmarks/bench_panel_store.py --data DATA [--work DIR] [--history 700,1200]
-                        [--all-days 96] [--threads 1] [--panel-file] [--skip-train] [--store ROOT]
+    miga synth --out DATA --stocks 2000 --days 2500 --features 626 --panel-files month --price-files month
+    .venv/bin/python benchmarks/bench_panel_store.py --data DATA [--work DIR] [--history 1250,2500]
+                        [--all-days 96] [--threads 1] [--panel-file] [--price-file] [--no-rebuild]
+                        [--skip-train] [--store ROOT]
 
 Each step runs in its own child process, which reports its peak RSS (VmHWM of /proc/self/status:
 the high-water mark of its own memory; os.wait4's ru_maxrss is not used, because a child started
-by vfork, as Python's subprocess does, inherits the parent's peak). The data folder's
-features.parquet is cut into a features/ folder of 50-day files (hard-linked between the runs),
-so a daily delivery is one more file, as pipeline/data/ingest.py reads it; --panel-file instead re-delivers the whole features.parquet
-(every row re-ingested). Segments (a config file written into --work): train 2016-01-04..
-2018-06-29, valid to 2018-12-31, test to 2019-11-01 (synthetic business days).
+by vfork, as Python's subprocess does, inherits the parent's peak). The prices and the panel are
+delivered as daily/ and features/ folders: the data's own files (synth --price-files/--panel-files
+month), or, from one daily.parquet / features.parquet, 50-day files (hard-linked between the
+runs); the day L arrives as one more file in each. --price-file / --panel-file instead
+re-deliver daily.parquet / features.parquet whole (every row re-read). Segments (a config file
+written into --work): train 2016-01-04..2018-06-29, valid to 2018-12-31, test to 2019-11-01
+(synthetic business days).
 
-  1. For each history length L (--history): ingest the first L-1 days, build the store from
-     scratch (seconds, peak RSS), ingest day L, build the store again: it extends the previous one
-     (seconds, peak RSS); then a rebuild on the same data, and the two compared bit for bit.
+  1. For each history length L (--history): ingest the first L-1 days, build the features and
+     the store from scratch (seconds, peak RSS); then the daily append of day L, step by step as
+     the flow runs it: ingest (the two new files), validate (the flow's step: the rows the
+     ingest wrote), features (labels extended, market features), store (extends the previous
+     one); then a rebuild on the same data, compared with the extension bit for bit (every
+     array; --no-rebuild skips it, for a disk without room for a second store).
   2. Training on the largest store, memory-mapped on the CPU: MIGA-Conv (default size, D = 626,
      B = 1) one epoch of csi300's whole train segment, and --all-days train days of `all`
      (spread over the segment: every batch reads rows all over the file), with the pages read
@@ -25,6 +32,39 @@ so a daily delivery is one more file, as pipeline/data/ingest.py reads it; --pan
 Prints the figures; asserts nothing but that each extension happened and equals its rebuild.
 `--store ROOT` runs part 2 alone on a built store.
 
+Measured 2026-12-08, this 2-core box, nothing else running:
+
+  `miga synth --stocks 2000 --days 2500 --features 626 --panel-files month --price-files month`
+  (11.3 GiB of parquet), --history 1250,2500 --no-rebuild (the disk held no second store):
+
+    history  ingest L-1 days    store BUILD        the daily append of day L (each step's seconds, peak RSS)
+                                                   ingest      validate    features    store EXTEND  end to end
+    1250      60.0 s 3.16 GiB   26.3 s 3.88 GiB    1.4 s 0.36  1.1 s 0.33  0.5 s 0.22  0.6 s 0.32    3.5 s
+    2500     119.5 s 3.30 GiB   55.0 s 3.85 GiB    1.7 s 0.45  1.2 s 0.42  0.6 s 0.26  0.9 s 0.49    4.4 s
+
+  (store features file 6.19 GiB at 1249 days, 12.38 GiB at 2499 days.) Part 2 on the 2500-day
+  store: the gather over every train day of `all` (644 days, 1,219,364 stock-days) 6.0 s at
+  0.46 GiB peak with the page release, 4.5 s at 3.43 GiB without it; MIGA-Conv (244,686
+  parameters), one epoch, B = 1, 1 thread: csi300 254,839 stock-days 4,607 /s, 0.94 GiB peak;
+  all (96 days) 181,771 stock-days 4,149 /s, 1.60 GiB peak.
+
+  The whole market's prices with a narrow panel, `miga synth --stocks 5000 --days 2500
+  --features 16` (daily.parquet and features/ months; the bench cuts daily/ into 50-day files),
+  --history 1250,2500 --skip-train:
+
+    history  ingest L-1 days    store BUILD        ingest      validate    features    store EXTEND  end to end  extended == rebuilt
+    1250       9.4 s 1.65 GiB    7.3 s 1.67 GiB    0.5 s 0.40  0.4 s 0.40  0.6 s 0.26  0.8 s 0.45    2.3 s       True
+    2500      19.6 s 2.92 GiB   15.4 s 2.70 GiB    0.6 s 0.61  0.5 s 0.61  0.8 s 0.33  1.5 s 0.90    3.5 s       True
+
+  Before the daily/ folder and the incremental side arrays (a profile of the same 5,000-stock
+  append, daily.parquet re-read whole): ingest 5.9 s / 9.7 s, features 1.6 s / 3.1 s, store
+  extend 4.5 s / 9.3 s: 12 s at 1,250 days, 22 s at 2,500. What still grows: the store's
+  (days x stocks) side arrays written whole into the new store (~0.25 GB at 5,000 x 2,500),
+  the old ones read, and a few scans of the prices' date column (the calendar, the label
+  recompute date).
+
+Before the daily/ folder (same box, earlier the same day; daily.parquet re-read at every
+ingest, the store's side arrays recomputed over every day):
 Measured 2026-12-08 on the shared 2-core box (load average 5-7 from two other sessions, so
 seconds vary by up to 1.5x between runs), `miga synth --stocks 1500 --days 1200 --features 626`
 (1,723,578 stock-days, 4.3 GB features.parquet), --history 700,1200, features/ folder delivery;
@@ -364,7 +404,8 @@ def main() -> None:
     dates = _dates(data)
     single = {n for n, flag in (("features", args.panel_file), ("daily", args.price_file)) if flag}
     mode = ", ".join(f"{n}.parquet re-delivered whole" if n in single else
-                     f"{f}/ of {CHUNK_DAYS}-day files + 1 new file" for n, f in DATED.items())
+                     f"{f}/ of {CHUNK_DAYS}-day files + 1 new file" if (data / f"{n}.parquet").exists()
+                     else f"{f}/ of the data's own files + 1 new file" for n, f in DATED.items())
     print(f"data {data}: {len(dates)} days; delivery: {mode}", flush=True)
     last_root = None
     for hist in (int(h) for h in args.history.split(",")):

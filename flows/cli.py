@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("ingest", cmd_ingest, "check a data folder and load it into the home folder "
              "(all or nothing; new days are added)")
-    sp.add_argument("--data", required=True, help="folder with daily.parquet, membership.parquet, "
-                    "index.parquet [, features.parquet or a features/ folder of parquet files]")
+    sp.add_argument("--data", required=True, help="folder with daily.parquet (or a daily/ folder "
+                    "of parquet files), membership.parquet, index.parquet [, features.parquet or "
+                    "a features/ folder]; of a folder only new and changed files are read")
 
     add("validate", cmd_validate, "check the loaded data again (reports in the home folder's reports/)")
 

@@ -3,8 +3,9 @@
 `write_synthetic(out_dir, SynthSpec(...))` writes `daily.parquet`, `membership.parquet`,
 `index.parquet` (and `features.parquet` when `n_features > 0`, or with `panel_files` = day,
 month or year the same rows as a `features/` folder: `features/2019-03-01.parquet`,
-`features/2019-03.parquet`, or hive style `features/year=2019/part-0.parquet`). Same spec,
-same bytes.
+`features/2019-03.parquet`, or hive style `features/year=2019/part-0.parquet`; with
+`price_files` = day, month or year the prices likewise as a `daily/` folder). Same spec, same
+bytes.
 
 The market is simulated on the adjusted average price p = amount / volume * factor, the
 price the label uses (y_t = p_{t+2} / p_{t+1} - 1). Its log return is

@@ -443,7 +443,7 @@ def validate_warehouse(settings: Settings, gx: str = "always",
             else:
                 stage_latest(con, table, dates)
                 out.append(validate(con, table, f"stage_{table}", f"stage_{table}",
-                                    f"warehouse:{table} ({len(dates)} dates of the last ingest)",
+                                    f"warehouse:{table}, the {len(dates)} date(s) the last ingest wrote",
                                     settings.reports_dir, gx=gx,
                                     earlier=lambda t=table: earlier_rows(con, t)))
         return WarehouseValidation(out, unwritten)

@@ -91,19 +91,25 @@ def test_features_file_is_optional(settings, folder, tmp_path):
     assert "feature_panel" not in snapshot(settings, TABLES)
 
 
+def _with_one_value_changed(folder, out, name: str, column: str, row: int, delta: float):
+    """A copy of the data folder `folder` in `out` whose `name`.parquet has one value changed."""
+    out.mkdir()
+    for f in ("daily", "membership", "index", "features"):
+        if (folder / f"{f}.parquet").exists() and f != name:
+            (out / f"{f}.parquet").write_bytes((folder / f"{f}.parquet").read_bytes())
+    frame = pq.read_table(folder / f"{name}.parquet").to_pandas()
+    frame.loc[frame.index[row], column] += delta
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"{name}.parquet")
+    return out
+
+
 def test_fingerprint_follows_content(settings, folder, tmp_path):
     """One price changed in a re-delivered daily.parquet: another fingerprint, and the old one
     back with the old file. (The fingerprint of prices and of the panel is read from per-date
     hashes the ingest keeps: the ingest is the only writer of input tables.)"""
     first = ingest(settings, folder).fingerprint
-    changed = tmp_path / "changed"
-    changed.mkdir()
-    for f in ("membership", "index"):
-        (changed / f"{f}.parquet").write_bytes((folder / f"{f}.parquet").read_bytes())
-    daily = pq.read_table(folder / "daily.parquet").to_pandas()
-    daily.loc[daily.index[11], "volume"] += 1
-    pq.write_table(pa.Table.from_pandas(daily, preserve_index=False), changed / "daily.parquet")
-    second = ingest(settings, changed).fingerprint
+    second = ingest(settings, _with_one_value_changed(folder, tmp_path / "changed", "daily",
+                                                      "volume", 11, 1)).fingerprint
     assert second != first
     con = duckdb.connect(str(settings.warehouse))
     assert data_fingerprint(con) == second
@@ -114,14 +120,8 @@ def test_fingerprint_follows_content(settings, folder, tmp_path):
 
 def test_fingerprint_follows_feature_values(settings, folder, tmp_path):
     first = ingest(settings, folder).fingerprint
-    changed = tmp_path / "changed"
-    changed.mkdir()
-    for f in ("daily", "membership", "index"):
-        (changed / f"{f}.parquet").write_bytes((folder / f"{f}.parquet").read_bytes())
-    feats = pq.read_table(folder / "features.parquet").to_pandas()
-    feats.loc[feats.index[7], "f0003"] += 1.0
-    pq.write_table(pa.Table.from_pandas(feats, preserve_index=False), changed / "features.parquet")
-    second = ingest(settings, changed).fingerprint
+    second = ingest(settings, _with_one_value_changed(folder, tmp_path / "changed", "features",
+                                                      "f0003", 7, 1.0)).fingerprint
     assert second != first
     con = open_warehouse(settings, read_only=True)
     assert data_fingerprint(con) == second      # read back without rescanning the panel

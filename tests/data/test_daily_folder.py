@@ -5,25 +5,22 @@ key (the feature build's and the store's extension key) is read from per-date ha
 flow's validate step checks the rows the last ingest wrote."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 from pathlib import Path
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.dated_files import prefix_key
 from pipeline.data.ingest import ingest
 from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.data.validate import validate_warehouse
 from pipeline.errors import DataError
 from pipeline.settings import Settings
-from pipeline.warehouse import open_warehouse
-from tests.warehouse_snapshot import refused, snapshot
+from tests.dated_folders import day_rows, month_rows, prefix_of, table_rows, write_parquet
+from tests.dated_folders import make_folder as dated_folder
+from tests.warehouse_snapshot import refused
 
 TABLES = ("prices", "membership", "index_prices", "ingest_log", "ingest_files", "prices_dates")
 SPEC = SynthSpec(n_stocks=12, n_days=60, seed=5)   # 2016-01-04 .. 2016-03-25
@@ -39,46 +36,15 @@ def prices(full) -> pd.DataFrame:
     return pd.read_parquet(full / "daily.parquet")
 
 
-def _write(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), path)
-
-
-def _month(frame: pd.DataFrame, month: str) -> pd.DataFrame:
-    return frame[frame.date.dt.strftime("%Y-%m") == month]
-
-
-def _day(frame: pd.DataFrame, day: str) -> pd.DataFrame:
-    return frame[frame.date == pd.Timestamp(day)]
-
-
 def make_folder(full: Path, out: Path, files: dict[str, pd.DataFrame]) -> Path:
-    """A data folder: membership, index, and daily/<name> price files."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("membership", "index"):
-        shutil.copyfile(full / f"{name}.parquet", out / f"{name}.parquet")
-    for rel, frame in files.items():
-        _write(out / "daily" / rel, frame)
-    return out
-
-
-def _key(settings: Settings, through: str) -> str | None:
-    con = open_warehouse(settings, read_only=True)
-    try:
-        return prefix_key(con, "prices", dt.date.fromisoformat(through))
-    finally:
-        con.close()
-
-
-def _prices(settings: Settings) -> pd.DataFrame:
-    return snapshot(settings, ("prices",))["prices"]
+    return dated_folder(full, out, "daily", files, ("membership", "index"))
 
 
 @pytest.fixture()
 def two_months(full, prices, tmp_path, settings):
     """daily/2016-01.parquet and daily/2016-02.parquet, ingested."""
-    data = make_folder(full, tmp_path / "data", {"2016-01.parquet": _month(prices, "2016-01"),
-                                                  "2016-02.parquet": _month(prices, "2016-02")})
+    data = make_folder(full, tmp_path / "data", {"2016-01.parquet": month_rows(prices, "2016-01"),
+                                                  "2016-02.parquet": month_rows(prices, "2016-02")})
     ingest(settings, data)
     return data
 
@@ -91,80 +57,80 @@ def test_a_daily_folder_gives_the_single_files_prices(full, tmp_path, by):
     assert (data / "daily").is_dir() and not (data / "daily.parquet").exists()
     split = Settings.from_env(tmp_path / "split").ensure()
     many = ingest(split, data)
-    pd.testing.assert_frame_equal(_prices(single), _prices(split))   # no hive column (year=...)
+    pd.testing.assert_frame_equal(table_rows(single, "prices"), table_rows(split, "prices"))   # no hive column (year=...)
     assert many.fingerprint == one.fingerprint                       # the fingerprint is the rows'
-    assert _key(split, "2016-02-29") == _key(single, "2016-02-29")
+    assert prefix_of(split, "prices", "2016-02-29") == prefix_of(single, "prices", "2016-02-29")
 
 
 def test_daily_append_reads_only_the_new_file(settings, full, prices, two_months, tmp_path):
     through = "2016-02-29"
-    key = _key(settings, through)
+    key = prefix_of(settings, "prices", through)
     # an old file garbled in place, same size and mtime: skipped without being read
     old = two_months / "daily" / "2016-01.parquet"
     st = old.stat()
     old.write_bytes(b"\0" * st.st_size)
     os.utime(old, ns=(st.st_atime_ns, st.st_mtime_ns))
-    day = _day(prices, "2016-03-01")
-    _write(two_months / "daily" / "2016-03-01.parquet", day)
+    day = day_rows(prices, "2016-03-01")
+    write_parquet(two_months / "daily" / "2016-03-01.parquet", day)
     report = ingest(settings, two_months)
     assert report.staged["prices"] == len(day)
     assert "daily/: 3 files, 1 new, 0 changed, 2 unchanged (not read)" in report.notes
     expected = prices[prices.date <= "2016-03-01"]
     assert report.totals["prices"] == len(expected)
-    assert _key(settings, through) == key            # a later day leaves the history's key alone
-    assert _key(settings, "2016-03-01") != key
+    assert prefix_of(settings, "prices", through) == key            # a later day leaves the history's key alone
+    assert prefix_of(settings, "prices", "2016-03-01") != key
     # the same rows as one daily.parquet: the same table and fingerprint
     fresh = Settings.from_env(tmp_path / "fresh").ensure()
     single = make_folder(full, tmp_path / "single", {})
-    _write(single / "daily.parquet", expected)
+    write_parquet(single / "daily.parquet", expected)
     assert ingest(fresh, single).fingerprint == report.fingerprint
-    pd.testing.assert_frame_equal(_prices(settings), _prices(fresh))
+    pd.testing.assert_frame_equal(table_rows(settings, "prices"), table_rows(fresh, "prices"))
 
 
 def test_a_changed_file_is_reingested_and_changes_the_key(settings, prices, two_months):
-    jan = _month(prices, "2016-01").copy()
+    jan = month_rows(prices, "2016-01").copy()
     jan.loc[jan.index[3], "volume"] += 100
-    _write(two_months / "daily" / "2016-01.parquet", jan)
-    before = _key(settings, "2016-02-29")
+    write_parquet(two_months / "daily" / "2016-01.parquet", jan)
+    before = prefix_of(settings, "prices", "2016-02-29")
     report = ingest(settings, two_months)
     assert any(n.startswith("re-ingested daily/2016-01.parquet (changed)") for n in report.notes)
-    assert _key(settings, "2016-02-29") != before
+    assert prefix_of(settings, "prices", "2016-02-29") != before
     row = jan.iloc[3]
-    got = _prices(settings).set_index(["date", "instrument"]).loc[(row.date, row.instrument)]
+    got = table_rows(settings, "prices").set_index(["date", "instrument"]).loc[(row.date, row.instrument)]
     assert got.volume == row.volume
 
 
 def test_a_new_day_is_checked_against_the_day_before_in_the_warehouse(settings, prices, two_months):
     """Alone, a one-day file has no previous row to compare a close with; the warehouse's
     day before is the look-back (sql/ingest/earlier_prices.sql)."""
-    day = _day(prices, "2016-03-01").copy()
+    day = day_rows(prices, "2016-03-01").copy()
     for c in ("open", "high", "low", "close"):          # in the wrong unit: x10
         day.loc[day.index[0], c] *= 10
-    _write(two_months / "daily" / "2016-03-01.parquet", day)
+    write_parquet(two_months / "daily" / "2016-03-01.parquet", day)
     e = refused(settings, two_months, TABLES, "2016-03-01.parquet", "adjusted close moved more than 5x")
     assert e.file.endswith("2016-03-01.parquet")
 
 
 def test_missing_price_column_is_refused_extra_ones_ignored(settings, prices, two_months):
-    march = _month(prices, "2016-03")
-    _write(two_months / "daily" / "2016-03.parquet", march.drop(columns=["factor"]))
+    march = month_rows(prices, "2016-03")
+    write_parquet(two_months / "daily" / "2016-03.parquet", march.drop(columns=["factor"]))
     e = refused(settings, two_months, TABLES, "2016-03.parquet", "1 missing (factor)")
     assert e.column == "factor"
-    _write(two_months / "daily" / "2016-03.parquet", march.assign(vendor_code="x"))
+    write_parquet(two_months / "daily" / "2016-03.parquet", march.assign(vendor_code="x"))
     assert ingest(settings, two_months).totals["prices"] == len(prices)
 
 
 def test_duplicate_key_across_two_new_files_names_both(settings, prices, two_months):
-    march = _month(prices, "2016-03")
-    _write(two_months / "daily" / "2016-03a.parquet", march.iloc[:30])
-    _write(two_months / "daily" / "2016-03b.parquet", march.iloc[29:])
+    march = month_rows(prices, "2016-03")
+    write_parquet(two_months / "daily" / "2016-03a.parquet", march.iloc[:30])
+    write_parquet(two_months / "daily" / "2016-03b.parquet", march.iloc[29:])
     refused(settings, two_months, TABLES, "daily/2016-03a.parquet and daily/2016-03b.parquet",
             "several files")
 
 
 def test_truncated_daily_file_is_refused(settings, prices, two_months):
     bad = two_months / "daily" / "2016-03.parquet"
-    _write(bad, _month(prices, "2016-03"))
+    write_parquet(bad, month_rows(prices, "2016-03"))
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     refused(settings, two_months, TABLES, str(bad), "readable parquet")
 
@@ -175,8 +141,8 @@ def test_both_daily_file_and_folder_are_refused(settings, full, two_months):
 
 
 def test_the_flows_validate_step_checks_what_the_last_ingest_wrote(settings, prices, two_months):
-    day = _day(prices, "2016-03-01")
-    _write(two_months / "daily" / "2016-03-01.parquet", day)
+    day = day_rows(prices, "2016-03-01")
+    write_parquet(two_months / "daily" / "2016-03-01.parquet", day)
     ingest(settings, two_months)
     latest = validate_warehouse(settings, gx="failures", latest=True)
     checked = {t.table: t.rows for t in latest.tables}
@@ -205,5 +171,5 @@ def test_cli_synth_price_files_and_the_cache_key(tmp_path, capsys):
     assert main(["--home", home, "ingest", "--data", str(data)]) == 0
     assert "daily/: 3 files, 3 new, 0 changed, 0 unchanged" in capsys.readouterr().out
     before = stable_key(folder_signature(data))
-    _write(data / "daily" / "2016-04-01.parquet", pd.read_parquet(data / "daily" / "2016-03.parquet").iloc[:0])
+    write_parquet(data / "daily" / "2016-04-01.parquet", pd.read_parquet(data / "daily" / "2016-03.parquet").iloc[:0])
     assert stable_key(folder_signature(data)) != before

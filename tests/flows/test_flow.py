@@ -165,3 +165,50 @@ def test_failed_cell_does_not_stop_the_others(prefect_harness, tiny_data, home):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     # the healthy cell went all the way: its model became lstm's champion
     assert client.get_model_version_by_alias("lstm", "champion").run_id == runs[0].info.run_id
+
+
+@pytest.mark.slow
+def test_a_daily_append_through_the_flow(prefect_harness, tmp_path):
+    """A data folder of daily/ and features/ month files, run through the flow; then tomorrow's
+    file dropped into each folder and the flow run again: the ingest reads the two new files,
+    the validate step checks that day's rows, and the tensor store is extended, not rebuilt."""
+    import re
+    import shutil
+
+    import pandas as pd
+
+    from flows.miga import miga
+    from pipeline.data.synth import SynthSpec, write_synthetic
+    from pipeline.store import TensorStore
+
+    from .conftest import TINY
+
+    full = write_synthetic(tmp_path / "full", SynthSpec(**TINY, n_features=6, panel_files="month",
+                                                        price_files="month"))
+    last = {}
+    for folder in ("daily", "features"):   # the last day held back: tomorrow's delivery
+        month = sorted((full / folder).glob("*.parquet"))[-1]
+        frame = pd.read_parquet(month)
+        day = frame.date.max()
+        frame[frame.date < day].to_parquet(month, index=False)
+        last[folder] = (frame[frame.date == day], day)
+    home = tmp_path / "home"
+    first = miga(data=str(full), home=str(home), **GRID, return_state=True)
+    assert first.is_completed(), first.message
+    store_fp = first.result()["store_fingerprint"]
+
+    for folder, (rows, day) in last.items():
+        rows.to_parquet(full / folder / f"{day.date()}.parquet", index=False)
+    second = miga(data=str(full), home=str(home), **GRID, return_state=True)
+    assert second.is_completed(), second.message
+    logs = "\n".join(_log_messages(second))
+    for folder in last:
+        files = len(list((full / folder).glob("*.parquet")))
+        assert f"{folder}/: {files} files, 1 new, 0 changed, {files - 1} unchanged (not read)" in logs
+    checked = re.findall(r"prices\s+([\d,]+) rows\s+\d+ expectations\s+ok", logs)
+    assert str(len(last["daily"][0])) in checked, logs   # the validate step: the new day's rows
+    assert "warehouse:prices, the 1 date(s) the last ingest wrote" in logs
+    new = TensorStore(Settings.from_env(home).store_dir / second.result()["store_fingerprint"])
+    assert new.meta["extended_from"] == store_fp
+    assert str(new.dates[-1]) == str(last["daily"][1].date())
+    shutil.rmtree(full)
