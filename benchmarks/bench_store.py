@@ -14,6 +14,9 @@ spare stock slots (4464 for 4202 stocks) and the stock axis in order of first tr
 (features table built in the same order): 49.2 s (writer 39.7 s), 7.12 GiB on disk.
 A later session (load ~1, right after bench_features.py wrote the warehouse): 60.3 s (50.9 s by
 the store's own clock, build_seconds), peak RSS 8.20 GB, 7.12 GiB; a second build_store 0.79 s.
+2026-12-08, alone on the box, after the writer's page release (pipeline/store/arrays.py,
+MAPPED_BYTES) and with the execution arrays: 51.7 s (39.3 s by the store's clock), peak RSS
+4.17 GB, 7.25 GiB on disk (features 7.03 GiB); a second build_store 0.11 s.
 
 Figure behind a design choice (moved from a code comment): spare stock slots of n/16 (at
 least 16) take the shared data's 4202 stocks to 4464 slots, about a year of listings, for ~6%
