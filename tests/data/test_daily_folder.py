@@ -173,3 +173,33 @@ def test_cli_synth_price_files_and_the_cache_key(tmp_path, capsys):
     before = stable_key(folder_signature(data))
     write_parquet(data / "daily" / "2016-04-01.parquet", pd.read_parquet(data / "daily" / "2016-03.parquet").iloc[:0])
     assert stable_key(folder_signature(data)) != before
+
+
+def test_overlap_with_different_values_is_reingested_and_reported(settings, prices, two_months):
+    again = day_rows(prices, "2016-02-10")
+    again.loc[[0, 1], "volume"] += 5
+    write_parquet(two_months / "daily" / "fix-2016-02-10.parquet", again)
+    report = ingest(settings, two_months)
+    assert ("daily/fix-2016-02-10.parquet overlaps 1 ingested date(s) 2016-02-10: re-ingested "
+            f"for those dates ({len(again)} rows replaced, 2 with different values)") in report.notes
+    got = table_rows(settings, "prices").set_index(["date", "instrument"])
+    for _, row in again.iloc[:2].iterrows():
+        assert got.loc[(row.date, row.instrument), "volume"] == row.volume
+
+
+@pytest.mark.parametrize("value, expectation", [(float("nan"), "expect_column_values_to_not_be_null"),
+                                                (float("inf"), "expect_column_values_to_be_between")])
+def test_nan_or_inf_in_one_price_names_the_file(settings, prices, two_months, value, expectation):
+    march = month_rows(prices, "2016-03")
+    write_parquet(two_months / "daily" / "2016-03-a.parquet", march.iloc[:40])
+    bad = march.iloc[40:].reset_index(drop=True)
+    bad.loc[4, "amount"] = value
+    write_parquet(two_months / "daily" / "2016-03-b.parquet", bad)
+    e = refused(settings, two_months, TABLES, "2016-03-b.parquet", expectation, "amount")
+    assert e.file.endswith("2016-03-b.parquet")
+
+
+def test_duplicate_key_in_a_daily_file_is_refused(settings, prices, two_months):
+    march = month_rows(prices, "2016-03")
+    write_parquet(two_months / "daily" / "2016-03.parquet", pd.concat([march, march.iloc[[5]]]))
+    refused(settings, two_months, TABLES, "2016-03.parquet", "expect_compound_columns_to_be_unique")
