@@ -232,26 +232,17 @@ def child_train(root: str, config: str, stockset: str, days: int, threads: int) 
 
 
 def child_compare(a: str, b: str) -> dict:
-    """Two stores equal bit for bit (features a slab at a time; every side array: labels,
-    traded, members, market, the execution arrays; the statistics)?"""
-    import numpy as np
-
+    """Two stores equal bit for bit (tests/store_equality.py: every array, the features a slab
+    at a time, the statistics)?"""
     from pipeline.store import TensorStore
-    from pipeline.store.arrays import EXECUTION_ARRAYS
+    from tests.store_equality import assert_same_store
 
-    a, b = TensorStore(a), TensorStore(b)
-    same = a.shape == b.shape and all(
-        np.array_equal(np.asarray(a.features[i:i + 50]), np.asarray(b.features[i:i + 50]))
-        for i in range(0, len(a.dates), 50))
-    same = (same and np.array_equal(a.labels, b.labels, equal_nan=True)
-            and np.array_equal(a.traded, b.traded) and np.array_equal(a.market, b.market)
-            and a.members.keys() == b.members.keys()
-            and all(np.array_equal(a.members[s], b.members[s]) for s in a.members)
-            and all(np.array_equal(a.execution[k], b.execution[k],
-                                   equal_nan=a.execution[k].dtype.kind == "f")
-                    for k in EXECUTION_ARRAYS)
-            and a.norm_stats == b.norm_stats)
-    return {"same": bool(same)}
+    try:
+        assert_same_store(TensorStore(a), TensorStore(b))
+    except AssertionError as e:
+        print(f"stores differ: {e}", file=sys.stderr)
+        return {"same": False}
+    return {"same": True}
 
 
 def _peak_rss_gib() -> float:
@@ -330,9 +321,9 @@ def _cut(con, data: Path, name: str, folder: Path, dates: list, last: int, chunk
 
 
 
-def _folder(data: Path, out: Path, dates: list, last: int, chunks: Path, single: set) -> Path:
-    """`data` up to day index `last` (inclusive) in `out`: index and membership, and the prices
-    and the panel each as a folder of 50-day files (`_cut`) or, named in `single`, as one file."""
+def _start(data: Path, out: Path, dates: list, last: int, single: set):
+    """`out` with index (up to day index `last`) and membership, and each table named in
+    `single` as one file up to `last`; returns the DuckDB connection that copies them."""
     import duckdb
 
     out.mkdir(parents=True)
@@ -340,10 +331,17 @@ def _folder(data: Path, out: Path, dates: list, last: int, chunks: Path, single:
     con.execute("SET threads = 2")
     _copy(con, str(data / "index.parquet"), out / "index.parquet", dates[0], dates[last])
     shutil.copy(data / "membership.parquet", out / "membership.parquet")
+    for name in single:
+        _copy(con, _source(data, name), out / f"{name}.parquet", dates[0], dates[last])
+    return con
+
+
+def _folder(data: Path, out: Path, dates: list, last: int, chunks: Path, single: set) -> Path:
+    """`data` up to day index `last` (inclusive) in `out` (`_start`), the prices and the panel
+    not in `single` each as a folder of 50-day files (`_cut`)."""
+    con = _start(data, out, dates, last, single)
     for name, folder in DATED.items():
-        if name in single:
-            _copy(con, _source(data, name), out / f"{name}.parquet", dates[0], dates[last])
-        else:
+        if name not in single:
             _cut(con, data, name, out / folder, dates, last, chunks)
     return out
 
@@ -351,21 +349,14 @@ def _folder(data: Path, out: Path, dates: list, last: int, chunks: Path, single:
 def _with_new_day(base: Path, out: Path, data: Path, dates: list, day: int, single: set) -> Path:
     """`base` (up to day-1) plus the day `day`: a folder's files linked and one new file, a
     single file re-delivered whole."""
-    import duckdb
-
-    out.mkdir(parents=True)
-    con = duckdb.connect()
-    _copy(con, str(data / "index.parquet"), out / "index.parquet", dates[0], dates[day])
-    shutil.copy(data / "membership.parquet", out / "membership.parquet")
+    con = _start(data, out, dates, day, single)
     for name, folder in DATED.items():
-        src = _source(data, name)
         if name in single:
-            _copy(con, src, out / f"{name}.parquet", dates[0], dates[day])
             continue
         (out / folder).mkdir()
         for f in (base / folder).iterdir():
             os.link(f, out / folder / f.name)
-        _copy(con, src, out / folder / f"new{day:05d}.parquet", dates[day], dates[day])
+        _copy(con, _source(data, name), out / folder / f"new{day:05d}.parquet", dates[day], dates[day])
     return out
 
 
@@ -393,8 +384,6 @@ def main() -> None:
         res = CHILDREN[args.child[0]](*json.loads(args.child[1]))
         print(json.dumps({**res, "rss_gib": _peak_rss_gib()}))
         return
-
-    from pipeline.store import TensorStore
 
     work = Path(args.work)
     if work.exists() and not args.store:

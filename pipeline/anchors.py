@@ -49,16 +49,20 @@ def is_anchor(model) -> bool:
 def _blocks(store, stockset: str, days) -> Iterator[tuple[np.ndarray, ...]]:
     """Blocks of member rows on `days`: x (n, D) float32 (the loader's last-day features), raw
     label y (n,) float32 (NaN = none) and the row's day index (n,)."""
-    members, flat, cap = store.members[stockset], store.flat_features(), store.capacity
+    flat = store.flat_features()
     days = np.asarray(days, dtype=np.int64)
     for a in range(0, len(days), BLOCK_DAYS):
-        blk = np.asarray(days[a:a + BLOCK_DAYS], dtype=np.int64)
-        pos, inst = np.nonzero(members[blk])                  # members in instrument order
-        day = blk[pos]
-        x = np.asarray(flat[day * cap + inst], dtype=np.float32)
-        store.count_read(len(day))                            # bounded RSS (store.arrays)
-        x *= store.traded[day, inst][:, None]                 # as the loader: zero when not traded
-        yield x, np.asarray(store.labels[day, inst], dtype=np.float32), day
+        rows, traded, y, day = _row_index(store, stockset, days[a:a + BLOCK_DAYS])
+        yield _gather(store, flat, rows, traded), y, day
+
+
+def _gather(store, flat, rows: np.ndarray, traded: np.ndarray) -> np.ndarray:
+    """Features of file rows `rows` (n, D) float32, zero where not traded (as the loader); the
+    pages read count towards the store's release (bounded RSS, store.arrays)."""
+    x = np.asarray(flat[rows], dtype=np.float32)
+    store.count_read(len(x))
+    x *= traded[:, None]
+    return x
 
 
 def _row_index(store, stockset: str, days) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -90,10 +94,7 @@ def _row_sequence(store, rows: np.ndarray, traded: np.ndarray):
             if isinstance(idx, numbers.Integral):     # the bin sample: LightGBM wants float64
                 return np.asarray(flat[rows[idx]], dtype=np.float64) * traded[idx]
             sel = idx if isinstance(idx, slice) else np.asarray(idx, np.int64)
-            x = np.asarray(flat[rows[sel]], dtype=np.float32)
-            x *= traded[sel][:, None]
-            store.count_read(len(x))
-            return x
+            return _gather(store, flat, rows[sel], traded[sel])
 
     return Rows()
 

@@ -114,11 +114,16 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = Non
     return con.execute(sql_text(name), params or {})
 
 
+def table_sql(name: str, table: str, known: tuple[str, ...]) -> str:
+    """The text of `sql/<name>.sql` written for any of several tables: `{table}` in it stands
+    for `table`, which must be one of `known` (identifiers are never taken from user input)."""
+    return sql_text(name).replace("{table}", _checked(table, known))
+
+
 def run_table_sql(con: duckdb.DuckDBPyConnection, name: str, table: str, known: tuple[str, ...],
                   params: dict | None = None):
-    """Execute `sql/<name>.sql` written for any of several tables: `{table}` in its text stands
-    for `table`, which must be one of `known` (identifiers are never taken from user input)."""
-    return con.execute(sql_text(name).replace("{table}", _checked(table, known)), params or {})
+    """Execute `table_sql(name, table, known)` with bound parameters."""
+    return con.execute(table_sql(name, table, known), params or {})
 
 
 def query_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None):

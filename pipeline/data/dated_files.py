@@ -108,10 +108,6 @@ def folder_files(data_dir: Path, table: str) -> list[Path]:
     return sorted(out, key=lambda q: q.relative_to(root).as_posix())
 
 
-def feature_files(data_dir: Path) -> list[Path]:
-    return folder_files(data_dir, "feature_panel")
-
-
 def owned(rel: str, table: str) -> bool:
     """Is the recorded file `rel` one of `table`'s (its single file or a file of its folder)?"""
     return rel == FILES[table] or rel.startswith(FOLDERS[table] + "/")
@@ -471,8 +467,3 @@ def prefix_key(con: duckdb.DuckDBPyConnection, table: str, through: dt.date) -> 
         n, h = first_row(con, "features/prices_prefix_fingerprint", {"until": through})
         return f"{n}:{int(h) & 0xFFFFFFFFFFFFFFFF:016x}"
     return "panel-" + table_key(con, table)
-
-
-def panel_prefix_key(con: duckdb.DuckDBPyConnection, through: dt.date) -> str | None:
-    """`prefix_key` of the feature panel (the tensor store's extension key for a panel)."""
-    return prefix_key(con, "feature_panel", through)

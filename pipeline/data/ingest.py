@@ -33,8 +33,6 @@ from pipeline.data.dated_files import (DatedFile, check_feature_columns, classif
                                        file_records, folder_files,
                                        stage_files, stage_files_meta, table_key, write_folder,
                                        write_single)
-from pipeline.data.dated_files import (feature_files, panel_prefix_key,  # noqa: F401 - callers
-                                       prefix_key)                      # import them from here
 from pipeline.data.files import (DATED, FILES, FOLDERS, INPUT_TABLES, REQUIRED, SOURCES,
                                  check_unique_columns, literal_pattern, unreadable)
 from pipeline.data.recent import earlier_rows
@@ -78,9 +76,16 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     feature_panel (seconds to minutes to scan at the whole market), are read from their
     per-date hashes (`prices_dates`, `feature_panel_dates`, kept by the ingest, the only writer
     of input tables)."""
-    parts = [f"{t}={table_key(con, t) if t in DATED else table_fingerprint(con, t, INPUT_TABLES)}"
-             for t in INPUT_TABLES]
-    return hashlib.sha256(";".join(parts).encode()).hexdigest()[:16]
+    return _digest(_table_keys(con))
+
+
+def _table_keys(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return {t: table_key(con, t) if t in DATED else table_fingerprint(con, t, INPUT_TABLES)
+            for t in INPUT_TABLES}
+
+
+def _digest(keys: dict[str, str]) -> str:
+    return hashlib.sha256(";".join(f"{t}={k}" for t, k in keys.items()).encode()).hexdigest()[:16]
 
 
 def _source(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
@@ -226,8 +231,8 @@ def ingest(settings: Settings, data_dir: Path, memory_limit: str = MEMORY_LIMIT,
             steps.update()
         run_sql(con, "ingest/create_ingest_log")
         totals = {t: count_rows(con, t, INPUT_TABLES) for t in staged}
-        feat_fp = table_key(con, "feature_panel")
-        fp = data_fingerprint(con)
+        keys = _table_keys(con)
+        feat_fp, fp = keys["feature_panel"], _digest(keys)
         run_sql(con, "ingest/insert_ingest_log", {
             "data_dir": str(data_dir.resolve()), "fingerprint": fp,
             "feature_panel_fingerprint": None if feat_fp == "absent" else feat_fp,

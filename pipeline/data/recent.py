@@ -10,13 +10,7 @@ import datetime as dt
 import duckdb
 
 from pipeline.data.files import DATED, FILES, FOLDERS
-from pipeline.warehouse import run_sql, sql_text, table_exists
-
-
-def dated_table(table: str) -> str:
-    if table not in DATED:
-        raise ValueError(f"unknown dated table {table!r}; expected one of {DATED}")
-    return table
+from pipeline.warehouse import run_sql, table_exists, table_sql
 
 
 def earlier_rows(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
@@ -42,5 +36,5 @@ def latest_dates(con: duckdb.DuckDBPyConnection, table: str) -> list | None:
 def stage_latest(con: duckdb.DuckDBPyConnection, table: str, dates: list) -> None:
     """stage_<table>: a view of the table's rows on `dates` (the newest ingest's)."""
     lit = [f"DATE '{dt.date.isoformat(d)}'" for d in dates]   # datetime.date only: no injection
-    con.execute(sql_text("ingest/latest_rows").replace("{table}", dated_table(table))
+    con.execute(table_sql("ingest/latest_rows", table, DATED)
                 .replace("{lo}", lit[0]).replace("{hi}", lit[-1]).replace("{dates}", ", ".join(lit)))

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 
+from pipeline.data.dated_files import prefix_key
 from pipeline.errors import MigaError
 from pipeline.features.alpha158 import LOOKBACK_ROWS
 from pipeline.warehouse import (count_rows, first_row, open_warehouse, run_sql, sql_text,
@@ -82,21 +83,13 @@ def _source(kind: str, sql_name: str) -> str:
     return f"{kind}:{digest}"
 
 
-def prices_prefix_fp(con, until) -> str:
-    """A key of `prices` up to `until`: equal means that history is unchanged (the per-date hashes
-    kept by the ingest, `pipeline.data.dated_files.prefix_key`: read, not scanned)."""
-    from pipeline.data.dated_files import prefix_key
-
-    return prefix_key(con, "prices", until)
-
-
 def _plan(con, name: str, source: str, last, force: bool) -> tuple[str, date]:
     """("unchanged" | "extend" | "rebuild", dates after which to compute)."""
     row = first_row(con, "features/get_feature_build", {"name": name})
     if force or row is None or row[0] != source or not table_exists(con, name):
         return "rebuild", EPOCH
     _, built_last, fp = row
-    if prices_prefix_fp(con, built_last) != fp:
+    if prefix_key(con, "prices", built_last) != fp:
         return "rebuild", EPOCH
     if last > built_last:
         return "extend", built_last
@@ -105,7 +98,7 @@ def _plan(con, name: str, source: str, last, force: bool) -> tuple[str, date]:
 
 def _record(con, name, source, last, rows, seconds) -> None:
     run_sql(con, "features/upsert_feature_build", {
-        "name": name, "source": source, "last_date": last, "prefix_fp": prices_prefix_fp(con, last),
+        "name": name, "source": source, "last_date": last, "prefix_fp": prefix_key(con, "prices", last),
         "rows": rows, "seconds": round(seconds, 2)})
 
 
@@ -206,7 +199,7 @@ def _labels(con, last, force, summary) -> None:
 def _market(con, last, force, summary) -> None:
     # Tiny (a few indices x days): rebuilt whenever prices or index levels changed.
     t0 = time.perf_counter()
-    fp = "|".join((table_fingerprint(con, "index_prices", ("index_prices",)), prices_prefix_fp(con, last),
+    fp = "|".join((table_fingerprint(con, "index_prices", ("index_prices",)), prefix_key(con, "prices", last),
                    _source("sql", "features/market_features")))
     row = first_row(con, "features/get_feature_build", {"name": "market_features"})
     if not force and row and row[2] == fp and table_exists(con, "market_features"):

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.dated_files import prefix_key
 from pipeline.data.ingest import data_fingerprint
 from pipeline.errors import MigaError
-from pipeline.features.build import build_features, prices_prefix_fp
+from pipeline.features.build import build_features
 from pipeline.normalize import apply_robust, fit_robust
 from pipeline.store.arrays import StoreWriter, TensorStore, norm_stats, train_day_mask
 from pipeline.warehouse import (SQL_DIR, columns, first_row, open_warehouse, query_sql, run_sql,
@@ -172,7 +173,7 @@ def _pairs(con, name: str, params: dict | None = None):
 #   - the old calendar is a prefix of the new one, the old stocks are among the new ones,
 #   - the train segment ends within the old days (so the fitted statistics are the same),
 #   - for a feature panel (`features` a view on `feature_panel`): its rows up to the old store's
-#     last day are unchanged (`pipeline.data.ingest.panel_prefix_key`, recorded in meta.json as
+#     last day are unchanged (`pipeline.data.dated_files.prefix_key`, recorded in meta.json as
 #     `panel_prefix_fp`). A panel can change any row: a change inside the old days rebuilds.
 # Stocks that list in the new days: the stock axis is in order of first trading day
 # (sql/features/store_instruments.sql), so they come after the old stocks and take spare slots
@@ -225,17 +226,6 @@ def _is_panel(con) -> bool:
     return bool(src) and str(src[0][1]) == "feature_panel"
 
 
-def _panel_prefix(con, through: date) -> str | None:
-    """`pipeline.data.ingest.panel_prefix_key`: a short hash of the feature panel's rows up to
-    `through`, equal exactly while they are unchanged (None: no panel, or an ingest without the
-    key, whose panel stores are then rebuilt rather than extended)."""
-    try:
-        from pipeline.data.ingest import panel_prefix_key
-    except ImportError:
-        return None
-    return panel_prefix_key(con, through)
-
-
 def _extendable(con, settings, config, key: str) -> TensorStore | None:
     """The newest store this one can extend (see above), or None: build in full."""
     src = _features_source(con)
@@ -252,10 +242,10 @@ def _extendable(con, settings, config, key: str) -> TensorStore | None:
         candidates.append((old_last, root, meta))
     for old_last, root, meta in sorted(candidates, key=lambda c: c[0], reverse=True):
         through = date.fromisoformat(old_last)
-        if prices_prefix_fp(con, through) != meta.get("prices_prefix_fp"):
+        if prefix_key(con, "prices", through) != meta.get("prices_prefix_fp"):
             continue
         if panel and (meta.get("panel_prefix_fp") is None
-                      or _panel_prefix(con, through) != meta["panel_prefix_fp"]):
+                      or prefix_key(con, "feature_panel", through) != meta["panel_prefix_fp"]):
             continue
         return TensorStore(root)
     return None
@@ -331,8 +321,8 @@ def _write(con, root, fp: str, data_fp: str, config, key: str,
     extra = {"feature_rows": rows + (base.meta.get("feature_rows", 0) if base is not None else 0),
              "fit_rows": fit_rows, "static_key": key, "last_date": last, "data_fingerprint": data_fp,
              "version": STORE_VERSION, "config_key": _config_key(config), "membership_fp": membership_fp,
-             "prices_prefix_fp": prices_prefix_fp(con, date.fromisoformat(last)) if last else None,
-             "panel_prefix_fp": _panel_prefix(con, date.fromisoformat(last))
+             "prices_prefix_fp": prefix_key(con, "prices", date.fromisoformat(last)) if last else None,
+             "panel_prefix_fp": prefix_key(con, "feature_panel", date.fromisoformat(last))
              if last and _is_panel(con) else None,
              "extended_from": base.fingerprint if base is not None else None}
     writer.finish(labels=labels, traded=traded, members=members, stats=stats, market=market,

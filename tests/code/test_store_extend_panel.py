@@ -2,7 +2,7 @@
 extends like an Alpha158 one when only new dates arrived, and the extended store equals a store
 built from scratch on the same data; a panel value changed inside the old dates rebuilds.
 
-The panel's prefix is compared with `pipeline.data.ingest.panel_prefix_key` (recorded in the
+The panel's prefix is compared with `pipeline.data.dated_files.prefix_key` (recorded in the
 store's meta.json as `panel_prefix_fp`). The stock-day arrays (labels, execution) of the old
 store's last days are recomputed with the new day, the days before copied."""
 from __future__ import annotations
@@ -12,15 +12,11 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
-from pipeline.data import ingest as ingest_module
 from pipeline.data.ingest import ingest
 from pipeline.data.synth import SynthSpec, write_synthetic
 from pipeline.settings import Settings
 from pipeline.store import TensorStore, build_store
 from tests.store_equality import assert_same_store
-
-pytestmark = pytest.mark.skipif(not hasattr(ingest_module, "panel_prefix_key"),
-                                reason="pipeline.data.ingest.panel_prefix_key not there yet")
 
 SPEC = SynthSpec(n_stocks=30, n_days=600, seed=11, n_features=12)   # train ends 2017-06-30
 CUT = "2018-01-31"                                                   # after the train segment

@@ -1,7 +1,7 @@
 """A features/ folder of many parquet files (issue 22): only new and changed files are read,
 validated and appended atomically; a changed file is re-ingested for its dates; overlaps are
 reported; bad files are refused in one line naming the file, the warehouse left as it was.
-`panel_prefix_key` (the tensor store's extension key) follows exactly the rows up to a date."""
+`prefix_key` of the panel (the tensor store's extension key) follows exactly the rows up to a date."""
 from __future__ import annotations
 
 import os
@@ -51,7 +51,7 @@ def two_months(full, panel, tmp_path, settings):
     return data
 
 
-# ---- panel_prefix_key: the contract the tensor store's extension relies on -------------------
+# ---- prefix_key: the contract the tensor store's extension relies on -------------------
 
 def test_prefix_key_changes_only_with_rows_up_to_its_date(settings, panel, two_months):
     jan, feb = prefix_of(settings, "feature_panel", "2016-01-29"), prefix_of(settings, "feature_panel", "2016-02-29")
